@@ -1,0 +1,1 @@
+"""The kernel side: namespaces, id maps, mounts, capabilities, seccomp, launch. Stdlib only."""

@@ -1,0 +1,141 @@
+"""The system calls Python 3.11 lacks, through ctypes on the libc already mapped.
+
+Standard library only. Every wrapper raises OSError with the call's errno on failure.
+"""
+
+import ctypes
+import os
+
+libc = ctypes.CDLL(None, use_errno=True)
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
+MS_BIND = 4096
+MS_MOVE = 8192
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_RELATIME = 1 << 21
+MS_STRICTATIME = 1 << 24
+MNT_DETACH = 2
+
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_GET_DUMPABLE = 3
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+_MACHINE = os.uname().machine
+# pivot_root and capset have no libc wrapper everywhere; numbers per architecture.
+_NR = {
+    "x86_64": {"pivot_root": 155, "capset": 126, "capget": 125},
+    "aarch64": {"pivot_root": 41, "capset": 91, "capget": 90},
+    "riscv64": {"pivot_root": 41, "capset": 91, "capget": 90},
+    "armv7l": {"pivot_root": 218, "capset": 185, "capget": 184},
+    "armv8l": {"pivot_root": 218, "capset": 185, "capget": 184},
+    "i686": {"pivot_root": 217, "capset": 185, "capget": 184},
+    "ppc64le": {"pivot_root": 203, "capset": 184, "capget": 183},
+    "s390x": {"pivot_root": 217, "capset": 185, "capget": 184},
+}.get(_MACHINE, {"pivot_root": 41, "capset": 91, "capget": 90})
+
+libc.mount.argtypes = (
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_ulong,
+    ctypes.c_char_p,
+)
+libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
+libc.unshare.argtypes = (ctypes.c_int,)
+libc.setns.argtypes = (ctypes.c_int, ctypes.c_int)
+libc.sethostname.argtypes = (ctypes.c_char_p, ctypes.c_size_t)
+libc.prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
+libc.syscall.restype = ctypes.c_long
+
+
+def _check(ret: int, what: str = "", path: str | None = None) -> int:
+    if ret < 0:
+        e = ctypes.get_errno()
+        if path is not None:
+            raise OSError(e, f"{what}: {os.strerror(e)}", path)
+        raise OSError(e, f"{what}: {os.strerror(e)}")
+    return ret
+
+
+def _b(s: str | bytes | None) -> bytes | None:
+    if s is None or isinstance(s, bytes):
+        return s
+    return os.fsencode(s)
+
+
+def unshare(flags: int) -> None:
+    _check(libc.unshare(flags), "unshare")
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    _check(libc.setns(fd, nstype), "setns")
+
+
+def mount(
+    source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None
+) -> None:
+    _check(
+        libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data)),
+        f"mount {fstype or ''} {source or ''}".strip(),
+        target,
+    )
+
+
+def umount2(target: str, flags: int = 0) -> None:
+    _check(libc.umount2(_b(target), flags), "umount", target)
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    _check(libc.syscall(_NR["pivot_root"], _b(new_root), _b(put_old)), "pivot_root")
+
+
+def sethostname(name: str) -> None:
+    b = name.encode()
+    _check(libc.sethostname(b, len(b)), "sethostname")
+
+
+def prctl(option: int, a2: int = 0, a3: int = 0, a4: int = 0, a5: int = 0) -> int:
+    return _check(libc.prctl(option, a2, a3, a4, a5), "prctl")
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = (("version", ctypes.c_uint32), ("pid", ctypes.c_int))
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = (
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    )
+
+
+def capset(effective: int, permitted: int, inheritable: int = 0) -> None:
+    hdr = _CapHeader(0x20080522, 0)
+    data = (_CapData * 2)()
+    for i in (0, 1):
+        shift = 32 * i
+        data[i].effective = (effective >> shift) & 0xFFFFFFFF
+        data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
+        data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
+    _check(libc.syscall(_NR["capset"], ctypes.byref(hdr), data), "capset")

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Prepare a Debian/Ubuntu machine for ruripy's test suite (run as root):
+# system packages, the unprivileged test user with a 65536-id range, and a venv at
+# /opt/ruripy-venv with ruripy and its test tools installed.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+venv=${RURIPY_VENV:-/opt/ruripy-venv}
+user=${RURIPY_TEST_USER:-ruripy-test}
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends \
+  uidmap busybox-static bubblewrap libseccomp2 python3 python3-venv python3-pip gcc libc6-dev \
+  skopeo umoci docker-registry proot qemu-user-static hyperfine man-db groff-base \
+  xz-utils zstd bzip2 curl util-linux tmux >/dev/null
+
+if ! id -u "$user" >/dev/null 2>&1; then
+  useradd --create-home --shell /bin/bash "$user"
+fi
+for f in /etc/subuid /etc/subgid; do
+  touch "$f"
+  if ! grep -q "^$user:" "$f"; then
+    echo "$user:200000:65536" >>"$f"
+  fi
+done
+
+# The venv uses the system interpreter so the unprivileged user can run it too.
+if [ ! -x "$venv/bin/python" ]; then
+  /usr/bin/python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install -q --upgrade pip >/dev/null
+"$venv/bin/pip" install -q "$here[test]"
+chmod -R a+rX "$venv"
+echo "ready: $venv/bin/ruripy, test user $user"
