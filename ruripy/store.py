@@ -5,28 +5,39 @@ Layout under the storage root (`$RURIPY_HOME`, else `$XDG_DATA_HOME/ruripy`, els
 
     images/<id>/image.json      what the image is (name, source, digest, arch, config)
     images/<id>/rootfs/         the pristine tree, never run directly
-    containers/<name>/container.json, profile.toml, rootfs/ (+ upper/ work/ for overlay)
-    state/<name>.json           a running container: init pid, start time, namespaces
+    containers/<name>/container.rec, profile.toml (+ profile.cache), rootfs/ (+ upper/ work/)
+    state/<name>.rec            a running container: init pid, start time, namespaces
     locks/<name>.lock           flock files, one per container name (and "images.lock")
     cache/blobs/sha256/<hex>    downloaded archives and layers, by digest
     tmp/                        staging folders, renamed into place when complete
 
 Everything is owned by the caller, directories 0700 and files 0600, opened without
-following symlinks. Standard library only: the run/exec fast path imports it.
+following symlinks. Records read on the run/exec path (container.rec, state) are marshal
+dumps of plain dicts, which cost nothing to import; `ruripy ... --json` shows them as JSON.
+Standard library only: the run/exec fast path imports it.
 """
 
 import errno
 import fcntl
-import hashlib
-import json
+import marshal
 import os
-import re
 import stat
 
 from .errors import RuripyError
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_JSON = 1 << 20
+_NAME_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+_NAME_REST = _NAME_FIRST | frozenset("_.-")
+
+
+def valid_name(name: object) -> bool:
+    """True when `name` matches ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$ (no regex: fast path)."""
+    return (
+        isinstance(name, str)
+        and 0 < len(name) <= 64
+        and name[0] in _NAME_FIRST
+        and all(c in _NAME_REST for c in name)
+    )
 
 
 def storage_root() -> str:
@@ -43,7 +54,7 @@ def storage_root() -> str:
 
 def check_name(name: str, what: str = "container") -> str:
     """Refuse a container name that could reach outside its folder, before any file access."""
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not valid_name(name):
         shown = name if name else "(empty)"
         if len(shown) > 70:
             shown = shown[:64] + "..."
@@ -122,6 +133,8 @@ def read_private(path: str, limit: int = MAX_JSON) -> bytes:
 
 
 def read_json(path: str) -> dict:
+    import json
+
     try:
         data = json.loads(read_private(path))
     except ValueError as e:
@@ -132,7 +145,24 @@ def read_json(path: str) -> dict:
 
 
 def write_json(path: str, data: dict) -> None:
+    import json
+
     write_atomic(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_record(path: str) -> dict:
+    """Read one of ruripy's own records (marshal: no import cost on the run path)."""
+    try:
+        data = marshal.loads(read_private(path))
+    except (ValueError, EOFError, TypeError):
+        raise RuripyError(f"{path} is damaged; remove it and retry.") from None
+    if not isinstance(data, dict):
+        raise RuripyError(f"{path} is damaged; remove it and retry.")
+    return data
+
+
+def write_record(path: str, data: dict) -> None:
+    write_atomic(path, marshal.dumps(data))
 
 
 class Lock:
@@ -183,9 +213,11 @@ class Store:
         return self.path("containers", check_name(name))
 
     def state_path(self, name: str) -> str:
-        return self.path("state", check_name(name) + ".json")
+        return self.path("state", check_name(name) + ".rec")
 
     def image_id(self, image_name: str) -> str:
+        import hashlib
+
         return hashlib.sha256(image_name.encode()).hexdigest()[:16]
 
     def image_dir(self, image_name: str) -> str:
@@ -193,7 +225,7 @@ class Store:
 
     def blob_path(self, digest: str) -> str:
         algo, _, hexpart = digest.partition(":")
-        if algo != "sha256" or not re.fullmatch(r"[0-9a-f]{64}", hexpart):
+        if algo != "sha256" or len(hexpart) != 64 or not set(hexpart) <= set("0123456789abcdef"):
             raise RuripyError(f"unsupported digest {digest!r}: only sha256 is used.")
         ensure_dir(self.path("cache", "blobs", "sha256"))
         return self.path("cache", "blobs", "sha256", hexpart)
@@ -201,7 +233,7 @@ class Store:
     def staging_dir(self, label: str) -> str:
         """A fresh folder under tmp/, on the same filesystem as images/ and containers/."""
         ensure_dir(self.path("tmp"))
-        tag = re.sub(r"[^A-Za-z0-9_.-]", "_", label)[:40]
+        tag = "".join(c if c in _NAME_REST else "_" for c in label)[:40]
         for _ in range(100):
             p = self.path("tmp", f"{tag}.{os.getpid()}.{os.urandom(4).hex()}")
             try:
@@ -226,11 +258,11 @@ class Store:
             names = os.listdir(self.path("containers"))
         except FileNotFoundError:
             return []
-        return sorted(n for n in names if NAME_RE.match(n) and self.container_exists(n))
+        return sorted(n for n in names if valid_name(n) and self.container_exists(n))
 
     def container_exists(self, name: str) -> bool:
         try:
-            st = os.lstat(os.path.join(self.container_dir(name), "container.json"))
+            st = os.lstat(os.path.join(self.container_dir(name), "container.rec"))
         except OSError as e:
             if e.errno in (errno.ENOENT, errno.ENOTDIR):
                 return False
@@ -242,7 +274,7 @@ class Store:
             raise RuripyError(
                 f"no such container: {name}. 'ruripy list' shows your containers."
             )
-        return read_json(os.path.join(self.container_dir(name), "container.json"))
+        return read_record(os.path.join(self.container_dir(name), "container.rec"))
 
     def image_names(self) -> list[tuple[str, dict]]:
         """Every complete image as (id, image.json)."""
