@@ -169,9 +169,12 @@ class Runner:
 def privileged(src_copy, workdir):
     if os.geteuid() != 0:
         pytest.skip("privileged tests need root")
-    home = os.path.join(workdir, "home-root")
-    os.mkdir(home, 0o700)
-    return Runner(src_copy, home, None)
+    # Not under workdir: that belongs to the test user, and root refuses profiles below
+    # folders another user can change (security.md P0-N7).
+    os.makedirs(TEST_ROOT, exist_ok=True)
+    home = tempfile.mkdtemp(prefix="home-root.", dir=TEST_ROOT)
+    yield Runner(src_copy, home, None)
+    _rm_tree(home)
 
 
 @pytest.fixture
