@@ -276,7 +276,7 @@ def _env_name_ok(name: str) -> bool:
 
 def _env(v: str) -> str:
     name, sep, _ = v.partition("=")
-    if not sep:
+    if not sep or not name:
         raise _Bad(f"{_text(v)} is not KEY=VALUE; write it as {name or 'KEY'}=value.")
     if not _env_name_ok(name):
         raise _Bad(
