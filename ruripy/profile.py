@@ -276,7 +276,7 @@ _NOT_HONOURED = {
     "use_kvm": "no /dev/kvm passthrough",
     "create_kvm_node": "no /dev/kvm passthrough",
     "char_devs": "extra device nodes are not supported",
-    "oom_score_adj": "oom_score_adj is not supported",
+    "oom_score_adj": "the OOM score of the container is not adjusted",
     "timens_monotonic_offset": "time namespace offsets are not supported",
     "timens_realtime_offset": "time namespace offsets are not supported",
     "io_device": "I/O limits are not supported",
@@ -362,7 +362,8 @@ def parse_k2v(text: str, path: str) -> dict:
             size = _GROUPED[key]
             if len(value) % size:
                 what = "pairs" if size == 2 else "groups of three"
-                raise _k2v_error(path, n, f"{key!r} must hold {what}, but has {len(value)} items")
+                count = f"{len(value)} value" + ("s" if len(value) != 1 else "")
+                raise _k2v_error(path, n, f"{key!r} must hold {what}, not {count}")
         result[key] = (value, n)
     return result
 
@@ -417,6 +418,8 @@ def _ruri_caps(dropped: list, notes: list) -> tuple:
             names.add(options.BY_KEY["cap_drop"].check(c, "drop_caplist")[0])
         except RuripyError:
             notes.append(f"drop_caplist: unknown capability {c!r} ignored")
+    if not names:
+        return [], []
     cap_drop = [c for c in options.CAPABILITIES if c in names and c in _DOCKER_CAPS]
     extra = [c for c in options.CAPABILITIES if c not in names and c not in _DOCKER_CAPS]
     if len(extra) == len(options.CAPABILITIES) - len(_DOCKER_CAPS):
@@ -432,7 +435,9 @@ def from_ruri_config(path: str) -> tuple:
     no_new_privs and enable_seccomp is ruri's default, not a choice, so ruripy's safer
     defaults stay (`ruripy config NAME --set no_new_privs=false` opts out). drop_caplist is
     mapped relative to Docker's default set: cap_drop for what ruri drops from it, cap_add
-    for what ruri keeps beyond it.
+    for what ruri keeps beyond it (an empty list, or one with no name ruripy knows, changes
+    nothing, as ruri's reader then keeps its own default list). container_dir is not a
+    profile key: `read_ruri_config(path)["container_dir"]` gives the rootfs to import.
     """
     raw = parse_k2v(_read_config(path), path)
     prof = options.defaults()
