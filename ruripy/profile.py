@@ -112,6 +112,12 @@ def from_dict(data: dict, where: str = "profile") -> dict:
             raise RuripyError(f"{where}: {options.unknown_key_message(key)}")
         if not opt.toml_ok(value):
             raise RuripyError(f"{where}: {key} must be {opt.expected}, not {_toml_type(value)}.")
+        # A relative seccomp file would depend on the folder ruripy runs in.
+        if key == "seccomp" and value not in ("default", "off", "unconfined") and value[:1] != "/":
+            raise RuripyError(
+                f"{where}: seccomp: {value!r} is a relative path; give the absolute path "
+                "of the seccomp profile file."
+            )
         prof[key] = opt.check(value, f"{where}: {key}")
     return prof
 

@@ -223,6 +223,11 @@ def test_bad_value_names_file_and_key(cdir):
         f"{path}: bind: '/srv:/' would cover the container's root; choose a folder such as "
         "/mnt/host."
     )
+    path = write(cdir / "profile.toml", 'seccomp = "strict.json"\n')
+    assert error_of(profile.load, path) == (
+        f"{path}: seccomp: 'strict.json' is a relative path; give the absolute path of the "
+        "seccomp profile file."
+    )
     path = write(cdir / "profile.toml", "pids_limit = 0\n")
     assert error_of(profile.load, path) == (
         f"{path}: pids_limit: 0 is not a whole number above 0; e.g. 1024."
