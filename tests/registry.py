@@ -526,6 +526,9 @@ class ImageBuilder:
         for rel, text in files.items():
             with open(os.path.join(root, rel), "w") as f:
                 f.write(text)
+        with open(os.path.join(root, "etc", "owned"), "w") as f:
+            f.write("owned by 1000\n")
+        os.chown(os.path.join(root, "etc", "owned"), 1000, 1000)
         os.chown(os.path.join(root, "keepdir", "old"), 1000, 1000)
         self._repack(tag, bundle)
         _run(

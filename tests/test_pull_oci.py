@@ -5,9 +5,19 @@ drives the real CLI against Debian's docker-registry on loopback (tests/registry
 """
 
 import base64
+import gzip
+import hashlib
 import json
+import os
+import shutil
+import socket
+import tempfile
 
 import pytest
+import registry
+import requests
+from conftest import TEST_ROOT
+from registry import make_tar
 
 from ruripy.errors import RuripyError
 from ruripy.images import oci
@@ -285,3 +295,548 @@ def test_runtime_defaults_from_config():
     }
     assert oci.runtime_defaults({"architecture": "amd64"}) == {}
     assert oci.runtime_defaults({"config": {"Cmd": None, "Env": "x"}}) == {}
+
+
+# ---------------------------------------------------------------------------------------
+# End to end: the real CLI against Debian's docker-registry on loopback
+# ---------------------------------------------------------------------------------------
+
+HOST = oci.platform_for(None)
+# Platforms of the multi-arch index, besides the host's own (the full busybox image).
+OTHER_PLATFORMS = [
+    ("arm", "v6", "arm-v6"),
+    ("arm", "v7", "arm-v7"),
+    ("arm64", None, "arm64-novariant"),
+    ("arm64", "v8", "arm64-v8"),
+    ("amd64", None, "amd64-marker"),
+]
+
+
+class Fixtures:
+    """The servers and images every end-to-end test shares (built once per module)."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.storage = os.path.join(root, "storage")
+        self.servers = []
+        self.token = self._start(registry.TokenServer(os.path.join(root, "token")))
+        self.plain = self._start(registry.RegistryProcess(os.path.join(root, "a"), self.storage))
+        self.tokreg = self._start(
+            registry.RegistryProcess(os.path.join(root, "c"), self.storage, token=self.token)
+        )
+        self.cdn = self._start(registry.StaticServer(self.storage, "127.0.0.2"))
+        self.basic = self._start(
+            registry.RegistryProcess(
+                os.path.join(root, "b"),
+                self.storage,
+                htpasswd=registry.USERS,
+                redirect_to=self.cdn.url,
+            )
+        )
+        self.fake = self._start(registry.FakeRegistry())
+        self.build()
+
+    def _start(self, server):
+        self.servers.append(server)
+        return server
+
+    def stop(self) -> None:
+        for s in reversed(self.servers):
+            s.stop()
+
+    def build(self) -> None:
+        b = registry.ImageBuilder(os.path.join(self.root, "build"))
+        self.builder = b
+        host_tag = "bb-host"
+        b.whiteout_image(host_tag, HOST.architecture, marker="host")
+        entries = [(b.attestation(), None)]
+        others = []
+        for arch, variant, marker in OTHER_PLATFORMS:
+            if arch == HOST.architecture and (variant or "") == HOST.variant:
+                continue
+            b.marker_image(marker, arch, variant, marker)
+            plat = {"architecture": arch, "os": "linux"}
+            if variant:
+                plat["variant"] = variant
+            others.append((marker, plat))
+        host_plat = {"architecture": HOST.architecture, "os": "linux"}
+        if HOST.variant:
+            host_plat["variant"] = HOST.variant
+        entries += others + [(host_tag, host_plat)]
+        b.index("multi", entries)
+        b.index("multi-docker", [e for e in entries if not isinstance(e[0], dict)])
+        h = self.plain.host
+        b.push(host_tag, f"{h}/test/busybox:single")
+        b.push("multi", f"{h}/test/busybox:latest", all_=True)
+        b.push("multi", f"{h}/private/busybox:latest", all_=True)
+        b.push("multi-docker", f"{h}/test/busybox-docker:latest", all_=True, v2s2=True)
+        self.single_digest = self.head("test/busybox", "single")
+        self.index_digest = self.head("test/busybox", "latest")
+
+    def head(self, repo: str, tag: str) -> str:
+        r = requests.head(
+            f"{self.plain.url}/v2/{repo}/manifests/{tag}", headers={"Accept": oci.ACCEPT}
+        )
+        assert r.status_code == 200, r.status_code
+        return r.headers["Docker-Content-Digest"]
+
+
+@pytest.fixture(scope="module")
+def reg():
+    why = registry.missing_tools()
+    if why:
+        pytest.skip(why)
+    if os.geteuid() != 0:
+        pytest.skip("the registry fixtures build images with umoci as root")
+    os.makedirs(TEST_ROOT, exist_ok=True)
+    root = tempfile.mkdtemp(prefix="registry.", dir=TEST_ROOT)
+    fx = Fixtures(root)
+    yield fx
+    fx.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def image_json(runner, name: str) -> dict:
+    from ruripy.store import Store
+
+    path = runner.host_path("images", Store(runner.home).image_id(name), "image.json")
+    with open(path) as f:
+        return json.load(f)
+
+
+def rootfs_of(runner, name: str) -> str:
+    from ruripy.store import Store
+
+    return runner.host_path("images", Store(runner.home).image_id(name), "rootfs")
+
+
+def read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def assert_nothing_installed(runner) -> None:
+    images = runner.host_path("images")
+    assert not os.path.isdir(images) or os.listdir(images) == []
+    tmp = runner.host_path("tmp")
+    assert not os.path.isdir(tmp) or os.listdir(tmp) == []
+
+
+def assert_cache_consistent(runner) -> None:
+    """Every file under its digest name has that digest; no .part is left behind."""
+    cache = runner.host_path("cache", "blobs", "sha256")
+    if not os.path.isdir(cache):
+        return
+    for n in os.listdir(cache):
+        assert not n.endswith(".part"), n
+        with open(os.path.join(cache, n), "rb") as f:
+            assert hashlib.sha256(f.read()).hexdigest() == n
+
+
+def fails(r, *words: str) -> None:
+    """Exit 125 with a one-line error that contains every word."""
+    assert r.returncode == 125, (r.returncode, r.stdout, r.stderr)
+    err = r.stderr.strip()
+    assert err and "\n" not in err and "Traceback" not in err, err
+    for w in words:
+        assert w in err, (w, err)
+
+
+def subid_base(user: str) -> int:
+    with open("/etc/subuid") as f:
+        for line in f:
+            name, start, _ = line.strip().split(":")
+            if name == user:
+                return int(start)
+    raise AssertionError(f"{user} has no /etc/subuid range")
+
+
+@pytest.mark.registry
+def test_pull_applies_whiteouts_and_saves_config(reg, runner, test_user):
+    ref = f"{reg.plain.host}/test/busybox:single"
+    r = runner("pull", f"docker://{ref}", "--quiet")
+    assert r.returncode == 0, r.stderr
+    root = rootfs_of(runner, ref)
+    assert read(f"{root}/etc/arch") == "host\n"
+    assert not os.path.lexists(f"{root}/etc/delete-me")
+    assert read(f"{root}/etc/added") == "added\n"
+    assert sorted(os.listdir(f"{root}/etc/conf.d")) == ["c.conf"]
+    assert not os.path.lexists(f"{root}/keepdir")
+    assert not any(n.startswith(".wh.") for _, ds, fs in os.walk(root) for n in ds + fs)
+    assert os.readlink(f"{root}/bin/sh") == "busybox"
+    assert os.stat(f"{root}/bin/busybox").st_mode & 0o111
+    assert oct(os.stat(f"{root}/tmp").st_mode & 0o7777) == "0o1777"
+    owner = os.stat(f"{root}/etc/added").st_uid
+    expect_root = os.stat(runner.home).st_uid if runner.rootless else 0
+    assert owner == expect_root
+    owned = os.stat(f"{root}/etc/owned").st_uid
+    assert owned == (subid_base(test_user.pw_name) + 999 if runner.rootless else 1000)
+    meta = image_json(runner, ref)
+    assert meta["name"] == ref
+    assert meta["kind"] == "oci"
+    assert meta["digest"] == reg.single_digest
+    assert meta["config"] == {
+        "env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "RURI_TEST=1"],
+        "command": ["/bin/sh"],
+        "entrypoint": ["/bin/busybox"],
+        "workdir": "/root",
+        "user": "0:0",
+    }
+    assert_cache_consistent(runner)
+
+
+def fresh(runner, workdir, label: str):
+    """Another runner of the same kind with its own empty storage root."""
+    from conftest import Runner
+
+    home = os.path.join(workdir, f"home-{label}")
+    os.mkdir(home, 0o700)
+    if runner.rootless:
+        os.chown(home, runner.user.pw_uid, runner.user.pw_gid)
+    return Runner(runner.src, home, runner.user)
+
+
+@pytest.mark.registry
+@pytest.mark.parametrize("repo", ["test/busybox", "test/busybox-docker"])
+def test_platform_choice(reg, privileged, workdir, repo):
+    """OCI index and Docker list: attestation skipped, exact variant first, then none."""
+    ref = f"{reg.plain.host}/{repo}:latest"
+    cases = [(None, "host"), ("arm64", "arm64-v8"), ("armhf", "arm-v7"), ("aarch64", "arm64-v8")]
+    if repo == "test/busybox":
+        cases.append(("armel", "arm-v6"))
+    for i, (arch, marker) in enumerate(cases):
+        if arch and oci.platform_for(arch) == HOST:
+            marker = "host"
+        r_ = fresh(privileged, workdir, str(i))
+        r = r_("pull", f"docker://{ref}", "--quiet", *(["--arch", arch] if arch else []))
+        assert r.returncode == 0, (arch, r.stderr)
+        assert read(f"{rootfs_of(r_, ref)}/etc/arch") == marker + "\n", arch
+        meta = image_json(r_, ref)
+        assert meta["platform"] == str(oci.platform_for(arch))
+        if repo == "test/busybox":
+            assert meta["digest"] == reg.index_digest
+    r = privileged("pull", f"docker://{ref}", "--arch", "riscv64")
+    fails(r, f"{ref} has no image for linux/riscv64", "it has:", "linux/arm/v7", "--arch")
+    assert "unknown" not in r.stderr
+    assert_nothing_installed(privileged)
+
+
+@pytest.mark.registry
+def test_pull_name_creates_container_with_image_defaults(reg, runner):
+    ref = f"{reg.plain.host}/test/busybox:latest"
+    r = runner("pull", f"docker://{ref}", "--name", "web", "--quiet")
+    assert r.returncode == 0, r.stderr
+    r = runner("images", "--json")
+    assert r.returncode == 0, r.stderr
+    images = json.loads(r.stdout)
+    images = images.get("images", images) if isinstance(images, dict) else images
+    mine = [i for i in images if i.get("name") == ref]
+    assert len(mine) == 1 and mine[0].get("digest") == reg.index_digest, images
+    r = runner("images")
+    assert ref.split(":latest")[0] in r.stdout and reg.index_digest[7:19] in r.stdout, r.stdout
+    r = runner("list")
+    assert r.returncode == 0 and "web" in r.stdout, r.stdout
+    r = runner("run", "web", "--", "/bin/sh", "-c", 'echo "$RURI_TEST:$PATH"; pwd; id -u')
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["1:/usr/sbin:/usr/bin:/sbin:/bin", "/root", "0"]
+
+
+@pytest.mark.registry
+def test_token_auth_one_token_per_pull(reg, runner):
+    ref = f"{reg.tokreg.host}/test/busybox:latest"
+    before = reg.token.count()
+    r = runner("pull", f"docker://{ref}", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert reg.token.count() - before == 1
+    last = reg.token.requests[-1]
+    assert last["user"] is None and last["scopes"] == ["repository:test/busybox:pull"]
+    assert read(f"{rootfs_of(runner, ref)}/etc/arch") == "host\n"
+
+
+@pytest.mark.registry
+def test_token_reauth_after_a_rejected_token(reg, privileged):
+    """A token the registry no longer accepts (401) is replaced once, then the pull goes on."""
+    ref = f"{reg.tokreg.host}/test/busybox:single"
+    before = reg.token.count()
+    reg.token.expire_next = 1
+    r = privileged("pull", f"docker://{ref}", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert reg.token.count() - before == 2
+    assert read(f"{rootfs_of(privileged, ref)}/etc/added") == "added\n"
+
+
+def write_auth(path: str, host: str, user: str, password: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"auths": {host: {"auth": _auth(user, password)}}}, f)
+    d = os.path.dirname(path)
+    while d.startswith(TEST_ROOT + "/"):
+        os.chmod(d, 0o755)
+        d = os.path.dirname(d)
+    os.chmod(path, 0o644)
+
+
+@pytest.mark.registry
+def test_token_auth_private_repository(reg, runner, workdir):
+    ref = f"docker://{reg.tokreg.host}/private/busybox:latest"
+    fails(runner("pull", ref), "denied", "private/busybox", "login")
+    assert_nothing_installed(runner)
+    run = os.path.join(workdir, "xdg-run")
+    write_auth(os.path.join(run, "containers", "auth.json"), reg.tokreg.host, "alice", "wrong")
+    r = runner("pull", ref, env={"XDG_RUNTIME_DIR": run})
+    fails(r, "refused the credentials", "'alice'", "auth.json")
+    assert_nothing_installed(runner)
+    write_auth(os.path.join(run, "containers", "auth.json"), reg.tokreg.host, "alice", "secret")
+    before = reg.token.count()
+    r = runner("pull", ref, "--quiet", env={"XDG_RUNTIME_DIR": run})
+    assert r.returncode == 0, r.stderr
+    assert reg.token.requests[before]["user"] == "alice"
+
+
+@pytest.mark.registry
+def test_basic_auth_and_no_authorization_after_redirect(reg, runner, workdir):
+    """Basic credentials from ~/.docker/config.json; blobs redirect from 127.0.0.1 to 127.0.0.2."""
+    ref = f"{reg.basic.host}/test/busybox:single"
+    fails(runner("pull", f"docker://{ref}"), "requires a login", reg.basic.host)
+    home = os.path.join(workdir, "fakehome")
+    write_auth(os.path.join(home, ".docker", "config.json"), reg.basic.host, "alice", "nope")
+    fails(runner("pull", f"docker://{ref}", env={"HOME": home}), "refused the credentials")
+    write_auth(os.path.join(home, ".docker", "config.json"), reg.basic.host, "alice", "secret")
+    mark = reg.basic.mark()
+    seen = len(reg.cdn.requests)
+    r = runner("pull", f"docker://{ref}", "--quiet", env={"HOME": home})
+    assert r.returncode == 0, r.stderr
+    assert read(f"{rootfs_of(runner, ref)}/etc/added") == "added\n"
+    log = reg.basic.since(mark)
+    blob_gets = [e for e in log if "/blobs/" in e[1]]
+    assert blob_gets and all(e[2] == 307 and e[3] == "alice" for e in blob_gets), log
+    cdn = reg.cdn.requests[seen:]
+    assert len(cdn) == len(blob_gets)
+    for path, headers in cdn:
+        assert path.startswith("/docker/registry/v2/blobs/sha256/")
+        assert "Authorization" not in headers and "authorization" not in headers, headers
+
+
+@pytest.mark.registry
+def test_second_pull_reuses_cached_blobs(reg, privileged):
+    a = f"{reg.plain.host}/test/busybox:single"
+    b = f"{reg.plain.host}/test/busybox:latest"  # the index: same image for this host
+    mark = reg.plain.mark()
+    assert privileged("pull", f"docker://{a}", "--quiet").returncode == 0
+    first = [e for e in reg.plain.since(mark) if "/blobs/" in e[1]]
+    assert len(first) == 4  # config + 3 layers
+    mark = reg.plain.mark()
+    r = privileged("pull", f"docker://{b}", "--quiet")
+    assert r.returncode == 0, r.stderr
+    log = reg.plain.since(mark)
+    assert [e for e in log if "/blobs/" in e[1]] == []
+    assert [e[1] for e in log] == [
+        "/v2/test/busybox/manifests/latest",
+        f"/v2/test/busybox/manifests/{reg.single_digest}",
+    ]
+    assert read(f"{rootfs_of(privileged, b)}/etc/added") == "added\n"
+    assert_cache_consistent(privileged)
+
+
+@pytest.mark.registry
+def test_resume_from_a_partial_blob(reg, runner):
+    """Half a layer left by an interrupted pull is kept: only the rest is fetched (206)."""
+    ref = f"{reg.plain.host}/test/busybox:single"
+    manifest = json.loads(
+        requests.get(
+            f"{reg.plain.url}/v2/test/busybox/manifests/single", headers={"Accept": oci.ACCEPT}
+        ).content
+    )
+    big = max(manifest["layers"], key=lambda d: d["size"])
+    with open(reg.plain.blob_path(big["digest"]), "rb") as f:
+        data = f.read()
+    cache = runner.host_path("cache", "blobs", "sha256")
+    for d in (runner.home, runner.host_path("cache"), runner.host_path("cache", "blobs"), cache):
+        os.makedirs(d, 0o700, exist_ok=True)
+        os.chown(d, *(os.stat(runner.home).st_uid, os.stat(runner.home).st_gid))
+    part = os.path.join(cache, big["digest"][7:] + ".part")
+    with open(part, "wb") as f:
+        f.write(data[: len(data) // 2])
+    os.chown(part, os.stat(runner.home).st_uid, os.stat(runner.home).st_gid)
+    os.chmod(part, 0o600)
+    mark = reg.plain.mark()
+    r = runner("pull", f"docker://{ref}", "--quiet")
+    assert r.returncode == 0, r.stderr
+    gets = [e for e in reg.plain.since(mark) if e[1].endswith(big["digest"])]
+    assert [e[2] for e in gets] == [206], gets
+    assert read(f"{rootfs_of(runner, ref)}/etc/arch") == "host\n"
+    assert_cache_consistent(runner)
+
+
+@pytest.mark.registry
+def test_zstd_plain_and_gzip_layers_and_pull_by_digest(reg, privileged):
+    base = make_tar([("etc/", None), ("etc/one", b"1\n"), ("etc/gone", b"x\n"), ("opt/", None)])
+    zstd_layer = make_tar(
+        [("etc/two", b"2\n" * 50000), ("etc/.wh.gone", b""), ("opt/.wh..wh..opq", b"")]
+    )
+    plain_layer = make_tar([("etc/three", b"3\n")])
+    digest = registry.push_image(
+        reg.plain.url,
+        "test/formats",
+        "1",
+        [
+            (gzip.compress(base), "application/vnd.oci.image.layer.v1.tar+gzip"),
+            (registry.zstd_frames(zstd_layer, 3), "application/vnd.oci.image.layer.v1.tar+zstd"),
+            (plain_layer, "application/vnd.oci.image.layer.v1.tar"),
+        ],
+    )
+    ref = f"{reg.plain.host}/test/formats@{digest}"
+    r = privileged("pull", f"docker://{ref}", "--quiet")
+    assert r.returncode == 0, r.stderr
+    root = rootfs_of(privileged, ref)
+    assert sorted(os.listdir(f"{root}/etc")) == ["one", "three", "two"]
+    assert read(f"{root}/etc/two") == "2\n" * 50000
+    assert os.listdir(f"{root}/opt") == []
+    meta = image_json(privileged, ref)
+    assert meta["name"] == ref and meta["digest"] == digest
+    assert meta["config"] == {"env": ["PATH=/bin"], "command": ["/bin/sh"]}
+
+
+def _tar_gz(entries):
+    return gzip.compress(make_tar(entries))
+
+
+@pytest.mark.registry
+def test_unknown_repository_and_tag(reg, runner):
+    fails(runner("pull", f"docker://{reg.plain.host}/test/nope:1"), "no repository", "test/nope")
+    fails(
+        runner("pull", f"docker://{reg.plain.host}/test/busybox:nope"),
+        "has no tag 'nope'",
+    )
+    fails(runner("pull", "docker://Bad/Name"), "invalid image reference", "lowercase")
+    assert_nothing_installed(runner)
+
+
+@pytest.mark.registry
+def test_registry_down(privileged):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    fails(privileged("pull", f"docker://127.0.0.1:{port}/a/b:c"), "cannot reach the registry")
+    assert_nothing_installed(privileged)
+
+
+@pytest.mark.registry
+def test_layer_digest_mismatch_leaves_cache_consistent(reg, runner):
+    good = _tar_gz([("etc/", None), ("etc/unique", os.urandom(64).hex().encode())])
+    digest = registry.push_image(
+        reg.plain.url, "test/corrupt", "1", [(good, "application/vnd.oci.image.layer.v1.tar+gzip")]
+    )
+    manifest = json.loads(
+        requests.get(
+            f"{reg.plain.url}/v2/test/corrupt/manifests/{digest}", headers={"Accept": oci.ACCEPT}
+        ).content
+    )
+    layer = manifest["layers"][0]["digest"]
+    with open(reg.plain.blob_path(layer), "r+b") as f:
+        f.seek(len(good) // 2)
+        f.write(b"\0" * 16)
+    r = runner("pull", f"docker://{reg.plain.host}/test/corrupt:1")
+    fails(r, "corrupt", layer[7:])
+    assert "--mirror" not in r.stderr
+    assert_nothing_installed(runner)
+    assert_cache_consistent(runner)
+    assert not os.path.exists(runner.host_path("cache", "blobs", "sha256", layer[7:]))
+
+
+@pytest.mark.registry
+def test_layer_that_is_not_a_tar(reg, runner):
+    for i, (data, mtype) in enumerate(
+        [
+            (os.urandom(3000), "application/vnd.oci.image.layer.v1.tar"),
+            (
+                gzip.compress(b"just some text\n" * 100),
+                "application/vnd.oci.image.layer.v1.tar+gzip",
+            ),
+            (b"\x1f\x8b\x08\x00garbage", "application/vnd.oci.image.layer.v1.tar+gzip"),
+        ]
+    ):
+        ok = _tar_gz([("etc/", None), ("etc/fine", b"fine\n")])
+        layers = [(ok, "application/vnd.oci.image.layer.v1.tar+gzip"), (data, mtype)]
+        registry.push_image(reg.plain.url, "test/notar", str(i), layers)
+        r = runner("pull", f"docker://{reg.plain.host}/test/notar:{i}")
+        fails(r, "layer 2/2")
+        assert_nothing_installed(runner)
+        assert_cache_consistent(runner)
+
+
+@pytest.mark.registry
+def test_artifacts_are_refused(reg, privileged):
+    layer = (b"{}", "application/vnd.oci.image.layer.v1.tar")
+    registry.push_image(
+        reg.plain.url,
+        "test/artifact",
+        "1",
+        [layer],
+        manifest_extra={"artifactType": "application/vnd.example.sbom"},
+    )
+    fails(privileged("pull", f"docker://{reg.plain.host}/test/artifact:1"), "OCI artifact")
+    r = registry.push_image(
+        reg.plain.url,
+        "test/artifact",
+        "2",
+        [(b"{}", "application/vnd.example.thing")],
+    )
+    assert r
+    fails(
+        privileged("pull", f"docker://{reg.plain.host}/test/artifact:2"),
+        "unsupported type 'application/vnd.example.thing'",
+    )
+    assert_nothing_installed(privileged)
+
+
+def _fake_manifest(reg, path: str, body: bytes, ctype: str, digest: str | None = None) -> None:
+    headers = {"Content-Type": ctype}
+    headers["Docker-Content-Digest"] = digest or "sha256:" + hashlib.sha256(body).hexdigest()
+    reg.fake.routes[path] = (200, headers, body)
+
+
+@pytest.mark.registry
+def test_manifest_checks(reg, privileged):
+    host = reg.fake.host
+    good = json.dumps({"schemaVersion": 2, "mediaType": oci.OCI_MANIFEST, "layers": []}).encode()
+    _fake_manifest(
+        reg, "/v2/fake/a/manifests/bad-digest", good, oci.OCI_MANIFEST, "sha256:" + "0" * 64
+    )
+    fails(
+        privileged("pull", f"docker://{host}/fake/a:bad-digest"),
+        "does not match its digest",
+    )
+    other = "sha256:" + "1" * 64
+    _fake_manifest(reg, f"/v2/fake/a/manifests/{other}", good, oci.OCI_MANIFEST, other)
+    fails(privileged("pull", f"docker://{host}/fake/a@{other}"), "does not match its digest")
+    v1 = json.dumps({"schemaVersion": 1, "name": "fake/a", "fsLayers": []}).encode()
+    _fake_manifest(reg, "/v2/fake/a/manifests/v1", v1, oci.SCHEMA1_TYPES[1])
+    fails(privileged("pull", f"docker://{host}/fake/a:v1"), "schema 1")
+    _fake_manifest(reg, "/v2/fake/a/manifests/v1json", v1, "application/json")
+    fails(privileged("pull", f"docker://{host}/fake/a:v1json"), "schema 1")
+    odd = json.dumps({"schemaVersion": 2, "things": []}).encode()
+    _fake_manifest(reg, "/v2/fake/a/manifests/odd", odd, "application/vnd.example.odd+json")
+    fails(
+        privileged("pull", f"docker://{host}/fake/a:odd"),
+        "unsupported manifest type 'application/vnd.example.odd+json'",
+    )
+    # Nested indexes end after a few levels.
+    loop = {"schemaVersion": 2, "mediaType": oci.OCI_INDEX}
+    body = json.dumps(loop).encode()
+    for _ in range(6):
+        d = "sha256:" + hashlib.sha256(body).hexdigest()
+        _fake_manifest(reg, f"/v2/fake/a/manifests/{d}", body, oci.OCI_INDEX)
+        plat = {"architecture": HOST.architecture, "os": "linux"}
+        if HOST.variant:
+            plat["variant"] = HOST.variant
+        loop = dict(loop, manifests=[{"mediaType": oci.OCI_INDEX, "digest": d, "size": len(body),
+                                      "platform": plat}])  # fmt: skip
+        body = json.dumps(loop).encode()
+    _fake_manifest(reg, "/v2/fake/a/manifests/deep", body, oci.OCI_INDEX)
+    fails(privileged("pull", f"docker://{host}/fake/a:deep"), "nests image indexes")
+    accepts = {h.get("Accept") for _, _, h in reg.fake.requests}
+    assert accepts == {oci.ACCEPT}
+    for t in (oci.OCI_INDEX, oci.DOCKER_LIST, oci.OCI_MANIFEST, oci.DOCKER_MANIFEST):
+        assert t in oci.ACCEPT
+    assert_nothing_installed(privileged)

@@ -831,3 +831,205 @@ def runtime_defaults(config: dict) -> dict:
 
 def warn(msg: str) -> None:
     print(f"ruripy: warning: {msg}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------
+# Layers: decompression by content, diff_id check
+# ---------------------------------------------------------------------------------------
+
+_MAGIC = (
+    (b"\x1f\x8b", "gzip"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"\xfd7zXZ\x00", "xz"),
+)
+
+
+def sniff(head: bytes) -> str:
+    """Compression of a layer by its first bytes: gzip, zstd, xz or none."""
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
+    return "none"
+
+
+class HashingReader:
+    """A read-only file object over the *decompressed* layer that hashes what it yields."""
+
+    def __init__(self, raw, kind: str) -> None:
+        self.raw = raw
+        if kind == "gzip":
+            import gzip
+
+            self.inner = gzip.GzipFile(fileobj=raw, mode="rb")
+        elif kind == "zstd":
+            import zstandard
+
+            self.inner = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+        elif kind == "xz":
+            import lzma
+
+            self.inner = lzma.LZMAFile(raw)
+        else:
+            self.inner = raw
+        self.hash = hashlib.sha256()
+        self.count = 0
+
+    def read(self, n: int = -1) -> bytes:
+        b = self.inner.read(n if n is not None and n >= 0 else 1 << 30)
+        self.hash.update(b)
+        self.count += len(b)
+        return b
+
+    def readable(self) -> bool:
+        return True
+
+    def drain(self) -> str:
+        """Read what the tar reader left (end blocks, padding); return the sha256 digest."""
+        while self.read(1 << 20):
+            pass
+        return "sha256:" + self.hash.hexdigest()
+
+    def close(self) -> None:
+        if self.inner is not self.raw:
+            self.inner.close()
+
+
+# ---------------------------------------------------------------------------------------
+# The pull
+# ---------------------------------------------------------------------------------------
+
+
+def _download(reg: Registry, store, desc: dict, label: str, quiet: bool) -> str:
+    """Fetch one blob into the shared cache (verified while streaming); return its path."""
+    from .download import fetch
+
+    digest = desc["digest"]
+    path = store.blob_path(digest)
+    if os.path.exists(path):
+        return path
+    try:
+        fetch(
+            reg.blob_url(digest),
+            path,
+            sha256=digest.split(":", 1)[1],
+            size=desc["size"],
+            session=reg.session,
+            quiet=quiet,
+            label=label,
+        )
+    except RuripyError as e:
+        raise RuripyError(_registry_words(str(e), reg)) from None
+    return path
+
+
+def _registry_words(msg: str, reg: Registry) -> str:
+    """The downloader speaks of mirrors; for a registry say what applies."""
+    return msg.replace(" or pass another --mirror", "").replace(
+        "pass another --mirror", f"check the registry {reg.ref.api_host}"
+    )
+
+
+def _apply_layers(
+    layers: list[tuple[str, str, str | None]], rootfs: str, rootless: bool, what: str
+):
+    """Extract every cached layer, in order, into `rootfs` (runs in the user namespace)."""
+    import tarfile
+    import zlib
+
+    from .extract import extract
+
+    n = len(layers)
+    for i, (path, digest, diff_id) in enumerate(layers, 1):
+        label = f"layer {i}/{n} ({digest[:19]}) of {what}"
+        with open(path, "rb") as raw:
+            kind = sniff(raw.read(8))
+            raw.seek(0)
+            reader = HashingReader(raw, kind)
+            try:
+                extract(reader, rootfs, rootless=rootless, whiteouts=True)
+                got = reader.drain()
+            except RuripyError as e:
+                raise RuripyError(f"{label}: {e}") from None
+            except (tarfile.TarError, EOFError, OSError, zlib.error, ValueError) as e:
+                raise RuripyError(
+                    f"{label} is not a valid tar archive ({type(e).__name__}: {e})."
+                ) from None
+            except Exception as e:  # zstandard.ZstdError, lzma.LZMAError
+                raise RuripyError(
+                    f"{label} could not be decompressed ({type(e).__name__}: {e})."
+                ) from None
+            finally:
+                reader.close()
+        if diff_id and got != diff_id:
+            raise RuripyError(
+                f"{label} unpacks to {got}, not the diff_id {diff_id} its config names; "
+                "the image is broken."
+            )
+    return n
+
+
+def pull(
+    store,
+    image: str,
+    *,
+    arch: str | None = None,
+    insecure: bool = False,
+    quiet: bool = False,
+) -> dict:
+    """Pull `docker://…` into the image store; return the new image.json."""
+    from .install import install_image
+
+    ref = parse_reference(image)
+    want = platform_for(arch)
+    reg = Registry(ref, insecure=insecure)
+    what = str(ref)
+    top, m = resolve(reg, want)
+    cdesc = m.doc["config"]
+    config = image_config(_read_blob(_download(reg, store, cdesc, f"config of {what}", True)), what)
+    got_arch = config.get("architecture")
+    got_variant = config.get("variant") or ""
+    if got_arch and got_arch != want.architecture:
+        warn(f"{what} was chosen for {want} but its config says architecture {got_arch!r}.")
+    layers = m.doc["layers"]
+    diff_ids = (config.get("rootfs") or {}).get("diff_ids")
+    if not isinstance(diff_ids, list) or len(diff_ids) != len(layers):
+        if diff_ids is not None:
+            raise RuripyError(
+                f"the config of {what} names {len(diff_ids) if isinstance(diff_ids, list) else 0}"
+                f" layer digests for {len(layers)} layers; the image is broken."
+            )
+        diff_ids = [None] * len(layers)
+    total = sum(d["size"] for d in layers)
+    if not quiet:
+        print(
+            f"Pulling {what} ({want}, {len(layers)} layers, {total / 1e6:.1f} MB)",
+            file=sys.stderr,
+            flush=True,
+        )
+    paths = []
+    for i, desc in enumerate(layers, 1):
+        label = f"layer {i}/{len(layers)} {desc['digest'][7:19]}"
+        paths.append((_download(reg, store, desc, label, quiet), desc["digest"], diff_ids[i - 1]))
+    meta = {
+        "name": what,
+        "kind": "oci",
+        "source": f"docker://{what}",
+        "digest": top.digest,
+        "manifest_digest": m.digest,
+        "arch": want.architecture + (f"/{got_variant or want.variant}" if want.variant else ""),
+        "platform": str(want),
+        "config": runtime_defaults(config),
+        "layers": [d["digest"] for d in layers],
+        "size": total,
+    }
+    rootless = os.geteuid() != 0
+
+    def feed(rootfs: str) -> int:
+        return _apply_layers(paths, rootfs, rootless, what)
+
+    return install_image(store, what, meta, feed)
+
+
+def _read_blob(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(MAX_CONFIG + 1)
