@@ -271,9 +271,7 @@ class Store:
 
     def container_info(self, name: str) -> dict:
         if not self.container_exists(name):
-            raise RuripyError(
-                f"no such container: {name}. 'ruripy list' shows your containers."
-            )
+            raise RuripyError(f"no such container: {name}. 'ruripy list' shows your containers.")
         return read_record(os.path.join(self.container_dir(name), "container.rec"))
 
     def image_names(self) -> list[tuple[str, dict]]:

@@ -42,6 +42,8 @@ def src_copy():
         ignore=shutil.ignore_patterns("__pycache__", "catalog"),
     )
     shutil.copytree(os.path.join(REPO, "rootfs-images"), os.path.join(d, "ruripy", "catalog"))
+    # Compiled once here: the test user cannot write __pycache__ and every run would recompile.
+    subprocess.run([sys.executable, "-m", "compileall", "-q", d], check=True)
     subprocess.run(["chmod", "-R", "a+rX", d], check=True)
     yield d
     _rm_tree(d)
@@ -131,7 +133,6 @@ class Runner:
             "HOME": self.user.pw_dir if self.user else "/root",
             "LANG": "C.UTF-8",
             "PYTHONPATH": self.src,
-            "PYTHONDONTWRITEBYTECODE": "1",
             "RURIPY_HOME": self.home,
         }
         if extra:

@@ -25,7 +25,7 @@ def _user_names(uid: int) -> set[str]:
 
 
 def subid_range(path: str, uid: int) -> tuple[int, int] | None:
-    """The first range of `path` (/etc/subuid or /etc/subgid) granted to `uid`, as (start, count)."""
+    """The first (start, count) range of /etc/subuid or /etc/subgid granted to `uid`."""
     names = _user_names(uid)
     try:
         with open(path, "rb") as f:
@@ -134,7 +134,11 @@ def caller_idmap() -> IdMap:
 def userns_unavailable_reason() -> str:
     """Why creating a user namespace might fail on this host, with the fix."""
     for path, want, fix in (
-        ("/proc/sys/kernel/unprivileged_userns_clone", "1", "sysctl kernel.unprivileged_userns_clone=1"),
+        (
+            "/proc/sys/kernel/unprivileged_userns_clone",
+            "1",
+            "sysctl kernel.unprivileged_userns_clone=1",
+        ),
         ("/proc/sys/user/max_user_namespaces", None, "sysctl user.max_user_namespaces=15000"),
         (
             "/proc/sys/kernel/apparmor_restrict_unprivileged_userns",

@@ -139,3 +139,57 @@ def capset(effective: int, permitted: int, inheritable: int = 0) -> None:
         data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
         data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
     _check(libc.syscall(_NR["capset"], ctypes.byref(hdr), data), "capset")
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = (
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    )
+
+
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+_NR_MOUNT_SETATTR = 442  # the same on every architecture
+
+
+def mount_setattr(fd: int, attr_set: int, recursive: bool = False) -> None:
+    """Set mount attributes (read-only, nosuid, ...) on the mount `fd` refers to."""
+    attr = _MountAttr(attr_set, 0, 0, 0)
+    flags = AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
+    _check(
+        libc.syscall(_NR_MOUNT_SETATTR, fd, b"", flags, ctypes.byref(attr), ctypes.sizeof(attr)),
+        "mount_setattr",
+    )
+
+
+_statfs_buf = ctypes.create_string_buffer(256)
+PROC_SUPER_MAGIC = 0x9FA0
+SYSFS_MAGIC = 0x62656572
+TMPFS_MAGIC = 0x01021994
+
+
+def fstatfs_type(fd: int) -> int:
+    """The filesystem magic number of the file `fd` refers to."""
+    _check(libc.fstatfs(fd, _statfs_buf), "fstatfs")
+    return ctypes.c_long.from_buffer(_statfs_buf).value
+
+
+def loopback_up() -> None:
+    """Bring `lo` up in a new network namespace (two ioctls; no socket module import)."""
+    fd = _check(libc.socket(2, 2, 0), "socket")  # AF_INET, SOCK_DGRAM
+    try:
+        ifr = ctypes.create_string_buffer(40)
+        ifr.raw = b"lo".ljust(40, b"\0")
+        _check(libc.ioctl(fd, 0x8913, ifr), "SIOCGIFFLAGS lo")
+        flags = ctypes.c_short.from_buffer(ifr, 16)
+        flags.value |= 0x1 | 0x40  # IFF_UP | IFF_RUNNING
+        _check(libc.ioctl(fd, 0x8914, ifr), "SIOCSIFFLAGS lo")
+    finally:
+        os.close(fd)

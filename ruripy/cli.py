@@ -1,0 +1,400 @@
+"""The command-line interface (typer). `run` and `exec` normally take the argv fast path in
+__main__; their commands here give them help text and completion, and behave the same.
+
+Output: tables for people, `--json` (one document on stdout) for scripts; errors are one
+or two sentences on stderr with the contract's exit statuses, never a traceback unless
+RURIPY_DEBUG=1.
+"""
+
+import functools
+import inspect
+import json
+import os
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from . import __version__, options
+from .errors import RuripyError
+
+app = typer.Typer(
+    name="ruripy",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Run Linux distros in containers, rootless or as root, without a daemon.",
+)
+
+RUNTIME_PANEL = "Runtime options"
+
+
+def fail(message: str, status: int = 125) -> None:
+    raise RuripyError(message, status)
+
+
+def print_json(data: object) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def _runtime_params(keys=None) -> list[inspect.Parameter]:
+    """typer parameters for the runtime options of the table (all default to "not given")."""
+    params = []
+    for opt in options.CLI_OPTIONS:
+        if keys is not None and opt.key not in keys:
+            continue
+        names = [opt.long] + ([opt.short] if opt.short else [])
+        if opt.kind == "bool":
+            decl = f"{opt.long}/{opt.off}" if opt.off else opt.long
+            names = [decl] + ([opt.short] if opt.short else [])
+            ann = Optional[bool]  # noqa: UP045 (typer reads the annotation)
+        elif opt.kind == "list":
+            ann = Optional[list[str]]  # noqa: UP045
+        else:
+            ann = Optional[str]  # noqa: UP045
+        info = typer.Option(
+            *names,
+            help=opt.help,
+            metavar=opt.metavar,
+            rich_help_panel=RUNTIME_PANEL,
+            show_default=False,
+        )
+        params.append(
+            inspect.Parameter(
+                "opt_" + opt.key,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=None,
+                annotation=Annotated[ann, info],
+            )
+        )
+    return params
+
+
+def with_runtime_options(keys=None):
+    """Add the runtime option table to a command; the command gets `given` (checked values)."""
+
+    def wrap(func):
+        sig = inspect.signature(func)
+        base = [p for p in sig.parameters.values() if p.name != "given"]
+
+        @functools.wraps(func)
+        def command(**kwargs):
+            given = {}
+            for k in list(kwargs):
+                if k.startswith("opt_"):
+                    v = kwargs.pop(k)
+                    if v is not None and v != []:
+                        key = k[4:]
+                        given[key] = options.BY_KEY[key].check(v)
+            return func(given=given, **kwargs)
+
+        command.__signature__ = sig.replace(parameters=base + _runtime_params(keys))
+        command.__annotations__ = {
+            p.name: p.annotation for p in command.__signature__.parameters.values()
+        }
+        return command
+
+    return wrap
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"ruripy {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """Run Linux distros in containers, rootless or as root, without a daemon."""
+
+
+# -- containers ------------------------------------------------------------------------------
+
+
+@app.command("create")
+@with_runtime_options()
+def create_cmd(
+    name: Annotated[str, typer.Argument(help="Name of the new container.")],
+    image: Annotated[str, typer.Argument(help="A pulled image (see 'ruripy images').")],
+    given: dict,
+) -> None:
+    """Create a container from a pulled image (an overlay over it: instant, almost no disk)."""
+    from . import containers
+
+    containers.create(name, image, given)
+    print(name)
+
+
+@app.command("import")
+@with_runtime_options()
+def import_cmd(
+    name: Annotated[str, typer.Argument(help="Name of the new container.")],
+    source: Annotated[str, typer.Argument(help="A rootfs folder or tarball.")],
+    given: dict,
+) -> None:
+    """Create a container from a rootfs folder or tarball (.tar, .gz, .xz, .zst, .bz2)."""
+    from . import containers
+
+    containers.import_(name, source, given)
+    print(name)
+
+
+@app.command("export")
+def export_cmd(
+    name: Annotated[str, typer.Argument(help="The container.")],
+    file: Annotated[str, typer.Argument(help="Output file (.tar .tar.gz .tar.xz .tar.zst) or -.")],
+) -> None:
+    """Write a container's root filesystem as a tarball ('-' writes tar to stdout)."""
+    from . import containers
+
+    containers.export(name, file)
+
+
+def _fast(command: str, args: list[str]) -> None:
+    from .__main__ import fast
+
+    sys.stdout.flush()
+    code = fast(command, args)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+@app.command(
+    "run",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+@with_runtime_options()
+def run_cmd(
+    name: Annotated[str, typer.Argument(help="The container.")],
+    command: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Argument(help="Command and arguments (default: a login shell)."),
+    ] = None,
+    given: dict = None,
+) -> None:
+    """Run a command in a container (a login shell by default); joins it if running."""
+    _fast("run", sys.argv[2:])
+
+
+@app.command(
+    "exec",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+@with_runtime_options(options.EXEC_OPTION_KEYS)
+def exec_cmd(
+    name: Annotated[str, typer.Argument(help="The running container.")],
+    command: Annotated[list[str], typer.Argument(help="Command and arguments.")],
+    given: dict = None,
+) -> None:
+    """Run a command in a running container, joining its namespaces."""
+    _fast("exec", sys.argv[2:])
+
+
+@app.command("start")
+def start_cmd(name: Annotated[str, typer.Argument(help="The container.")]) -> None:
+    """Start a container detached: its init stays up for later 'exec'."""
+    from . import lifecycle
+
+    if not lifecycle.start(name):
+        sys.stderr.write(f"ruripy: container {name} is already running.\n")
+
+
+@app.command("stop")
+def stop_cmd(
+    name: Annotated[str, typer.Argument(help="The container.")],
+    time_: Annotated[
+        float, typer.Option("--time", "-t", help="Seconds to wait before SIGKILL.", min=0)
+    ] = 10,
+) -> None:
+    """Stop a running container: SIGTERM to everything in it, then SIGKILL."""
+    from . import lifecycle
+
+    if not lifecycle.stop(name, time_):
+        sys.stderr.write(f"ruripy: container {name} is not running.\n")
+
+
+@app.command("ps")
+def ps_cmd(json_: Annotated[bool, typer.Option("--json", help="JSON output.")] = False) -> None:
+    """List running containers: name, init pid, backend, since."""
+    from . import lifecycle
+    from .store import Store
+
+    rows = [
+        {"name": n, "pid": s["pid"], "backend": s.get("backend"), "since": s.get("since")}
+        for n, s in lifecycle.running_states(Store().ensure())
+    ]
+    if json_:
+        print_json(rows)
+        return
+    _table(
+        ["NAME", "PID", "BACKEND", "SINCE"],
+        [[r["name"], r["pid"], r["backend"], _when(r["since"])] for r in rows],
+    )
+
+
+def _when(ts) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def _size(n) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
+    return str(n)
+
+
+def _table(header: list[str], rows: list[list]) -> None:
+    cols = [header] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cols) for i in range(len(header))]
+    for r in cols:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+@app.command("list")
+def list_cmd(json_: Annotated[bool, typer.Option("--json", help="JSON output.")] = False) -> None:
+    """List every container with its image, backend, storage, size and status."""
+    from . import containers
+    from .store import Store
+
+    rows = containers.listing(Store().ensure())
+    if json_:
+        print_json(rows)
+        return
+    _table(
+        ["NAME", "IMAGE", "BACKEND", "STORAGE", "SIZE", "STATUS"],
+        [
+            [
+                r["name"],
+                r["image"] or "-",
+                r["backend"],
+                r["storage"],
+                _size(r.get("size")),
+                r["status"],
+            ]
+            for r in rows
+        ],
+    )
+
+
+app.command("ls", help="Alias of list.")(list_cmd)
+
+
+@app.command("rm")
+def rm_cmd(
+    names: Annotated[list[str], typer.Argument(help="Containers to remove.")],
+    force: Annotated[bool, typer.Option("--force", "-f", help="Stop running ones first.")] = False,
+) -> None:
+    """Remove containers (and their files)."""
+    from . import containers
+
+    failed = None
+    for n in names:
+        try:
+            containers.remove(n, force)
+        except RuripyError as e:
+            sys.stderr.write(f"ruripy: {e}\n")
+            failed = e
+    if failed:
+        raise typer.Exit(failed.status)
+
+
+@app.command("rename")
+def rename_cmd(
+    old: Annotated[str, typer.Argument(help="Current name.")],
+    new: Annotated[str, typer.Argument(help="New name.")],
+) -> None:
+    """Rename a stopped container."""
+    from . import containers
+
+    containers.rename(old, new)
+
+
+@app.command("clone")
+def clone_cmd(
+    src: Annotated[str, typer.Argument(help="The container to copy.")],
+    new: Annotated[str, typer.Argument(help="Name of the copy.")],
+) -> None:
+    """Copy a container (instant with overlay: only its changes are copied)."""
+    from . import containers
+
+    containers.clone(src, new)
+    print(new)
+
+
+@app.command("config")
+def config_cmd(
+    name: Annotated[str, typer.Argument(help="The container.")],
+    set_: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option(
+            "--set", help="Set KEY=VALUE in the profile (repeatable).", metavar="KEY=VALUE"
+        ),
+    ] = None,
+    unset: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option("--unset", help="Reset KEY to its default (repeatable).", metavar="KEY"),
+    ] = None,
+    json_: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+) -> None:
+    """Show a container's profile, or edit it with --set and --unset."""
+    from . import profile
+    from .store import Store
+
+    store = Store().ensure()
+    store.container_info(name)
+    path = os.path.join(store.container_dir(name), profile.PROFILE)
+    with store.lock(name):
+        prof = profile.load_cached(store.container_dir(name))
+        if set_ or unset:
+            if unset:
+                profile.unset(prof, unset)
+            if set_:
+                profile.set_values(prof, set_)
+            profile.save(path, prof)
+    if json_:
+        print_json(prof)
+    elif not (set_ or unset):
+        sys.stdout.write(profile.dumps(prof))
+
+
+def main() -> None:
+    """Run the typer app, turning RuripyError into one line on stderr and status 125."""
+    try:
+        app(prog_name="ruripy", standalone_mode=False)
+    except RuripyError as e:
+        if os.environ.get("RURIPY_DEBUG") == "1":
+            raise
+        sys.stderr.write(f"ruripy: {e}\n")
+        sys.exit(e.status)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        sys.stderr.write("ruripy: aborted.\n")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.stderr.write("ruripy: interrupted.\n")
+        sys.exit(130)
+    except Exception as e:  # click usage errors and the like
+        if os.environ.get("RURIPY_DEBUG") == "1":
+            raise
+        _usage_error(e)
+
+
+def _usage_error(e: Exception) -> None:
+    show = getattr(e, "format_message", None)
+    msg = show() if show else f"{type(e).__name__}: {e}"
+    ctx = getattr(e, "ctx", None)
+    hint = f" See '{ctx.command_path} --help'." if ctx is not None else ""
+    sys.stderr.write(f"ruripy: {msg.strip().rstrip('.')}.{hint}\n")
+    sys.exit(125)

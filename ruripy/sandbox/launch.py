@@ -1,0 +1,601 @@
+"""Start a container and join a running one: the process tree, the root, hardening, exec.
+
+Process tree of a start (runtime.md section 2)::
+
+    P  (the CLI: maps ids, writes state, forwards signals, waits)
+    └─ C1 (new user namespace; unshares mount, pid, uts, ipc [, net]; waits)
+       └─ C2 = pid 1 (builds the root, pivots, then reaps; forwards signals)
+          └─ C3 (becomes the user, drops capabilities, seccomp last, execs the command)
+
+A join (`exec`) is P -> C1 (setns through a pidfd) -> C3. Everything a child needs is
+imported and loaded before the first fork: nothing is imported once inside a rootfs.
+Standard library only.
+"""
+
+import _signal as sig
+import os
+
+from ..errors import RuripyError
+from . import caps, inroot, mounts, seccomp, syscalls
+from .idmap import caller_idmap, userns_unavailable_reason
+
+# Signals P and pid 1 take over and pass on (runtime.md 6.3); job-control ones stay default.
+FORWARDED = (1, 2, 3, 10, 12, 14, 15, 28)  # HUP INT QUIT USR1 USR2 ALRM TERM WINCH
+WAITED = (17, *FORWARDED)  # plus CHLD
+SI_USER_CODES = (0, -1, -6)  # SI_USER, SI_QUEUE, SI_TKILL: sent with kill(), not the terminal
+NS_NAMES = ("user", "mnt", "pid", "uts", "ipc", "net")
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _say(msg: str) -> None:
+    try:
+        os.write(2, f"ruripy: {msg}\n".encode(errors="replace"))
+    except OSError:
+        pass
+
+
+def _status_code(status: int) -> int:
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def _read_all(fd: int) -> bytes:
+    out = []
+    while True:
+        try:
+            b = os.read(fd, 65536)
+        except InterruptedError:
+            continue
+        if not b:
+            return b"".join(out)
+        out.append(b)
+
+
+def _starttime(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        data = f.read()
+    return int(data[data.rindex(b")") + 2 :].split()[19])
+
+
+def boot_id() -> str:
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        return f.read().strip()
+
+
+def _own_namespaces() -> dict:
+    out = {}
+    for n in NS_NAMES:
+        try:
+            out[n] = os.stat(f"/proc/self/ns/{n}").st_ino
+        except OSError:
+            pass
+    try:
+        out["pid"] = os.stat("/proc/self/ns/pid_for_children").st_ino
+    except OSError:
+        pass
+    return out
+
+
+def _block_signals() -> None:
+    sig.pthread_sigmask(sig.SIG_BLOCK, WAITED)
+
+
+def _reset_signals() -> None:
+    """Default dispositions, empty mask: what the command should start with (P1-E10)."""
+    for s in range(1, 65):
+        if s in (9, 19, 32, 33):
+            continue
+        try:
+            sig.signal(s, sig.SIG_DFL)
+        except (OSError, ValueError, RuntimeError):
+            pass
+    sig.pthread_sigmask(sig.SIG_SETMASK, ())
+
+
+# -- the user and the command, resolved inside the container ----------------------------
+
+
+def _read_db(path: str) -> list[list[str]]:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(1 << 20)
+    except OSError:
+        return []
+    return [line.split(":") for line in data.decode("utf-8", "replace").splitlines()]
+
+
+def resolve_user(spec: str | None) -> tuple[int, int, list[int], str]:
+    """(uid, gid, groups, home) for USER[:GROUP] from the container's /etc/passwd and group."""
+    user, _, group = (spec or "root").partition(":")
+    passwd = _read_db("/etc/passwd")
+    uid = gid = None
+    home = "/"
+    name = None
+    for e in passwd:
+        if len(e) >= 6 and (e[0] == user or (user.isdigit() and e[2] == user)):
+            try:
+                uid, gid = int(e[2]), int(e[3])
+            except ValueError:
+                continue
+            name, home = e[0], e[5] or "/"
+            break
+    if uid is None:
+        if not user.isdigit():
+            raise RuripyError(f"no user {user!r} in the container's /etc/passwd.")
+        uid = int(user)
+        gid = uid
+        home = "/root" if uid == 0 else "/"
+    groups_db = _read_db("/etc/group")
+    if group:
+        gid = None
+        for e in groups_db:
+            if len(e) >= 3 and (e[0] == group or (group.isdigit() and e[2] == group)):
+                try:
+                    gid = int(e[2])
+                except ValueError:
+                    continue
+                break
+        if gid is None:
+            if not group.isdigit():
+                raise RuripyError(f"no group {group!r} in the container's /etc/group.")
+            gid = int(group)
+    groups = [gid]
+    if name:
+        for e in groups_db:
+            if len(e) >= 4 and name in e[3].split(","):
+                try:
+                    g = int(e[2])
+                except ValueError:
+                    continue
+                if g not in groups:
+                    groups.append(g)
+    return uid, gid, groups, home
+
+
+def _environment(cfg: dict, home: str, user: str) -> dict:
+    env = {
+        "PATH": DEFAULT_PATH,
+        "HOME": home,
+        "TERM": cfg.get("term") or "xterm",
+        "LANG": "C.UTF-8",
+        "USER": user,
+        "container": "ruripy",
+    }
+    for item in cfg.get("env") or ():
+        k, _, v = item.partition("=")
+        env[k] = v
+    return env
+
+
+def _command(argv: list[str] | None) -> list[str]:
+    if argv:
+        return list(argv)
+    for shell in ("/bin/bash", "/bin/sh"):
+        if os.access(shell, os.X_OK):
+            return [shell, "-l"]
+    raise RuripyError("the container has neither /bin/bash nor /bin/sh; give a command to run.")
+
+
+def _become(cfg: dict, argv: list[str] | None, flt) -> None:
+    """In C3, inside the container: user, capabilities, workdir, fds, seccomp, exec. No return."""
+    uid, gid, groups, home = resolve_user(cfg.get("user"))
+    keep = cfg["cap_keep"]
+    caps.drop_bounding(keep)
+    os.setgroups(groups)
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)  # for a non-root user the kernel clears the capabilities
+    if uid == 0:
+        caps.apply(keep)
+    else:
+        caps.apply(0)
+    workdir = cfg.get("workdir")
+    if not workdir:
+        workdir = home if os.path.isdir(home) else "/"
+    try:
+        os.chdir(workdir)
+        cwd = os.getcwd()
+    except OSError as e:
+        raise RuripyError(f"cannot use working directory {workdir}: {e.strerror}.") from None
+    if not cwd.startswith("/"):
+        raise RuripyError(f"working directory {workdir} is outside the container.")
+    user = cfg.get("user") or "root"
+    env = _environment(cfg, home, user.partition(":")[0])
+    cmd = _command(argv)
+    if cfg.get("detach_stdio"):
+        null = os.open("/dev/null", os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.close(null)
+    if not cfg.get("tty") and not os.isatty(0):
+        # Not on a terminal: a session of its own, so TIOCSTI cannot reach the caller's
+        # terminal (runtime.md 6.1).
+        try:
+            os.setsid()
+        except OSError:
+            pass
+    os.closerange(3, 1 << 16)
+    if cfg.get("no_new_privs", True):
+        syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
+    _reset_signals()
+    if flt is not None:
+        flt.load()
+    try:
+        os.execvpe(cmd[0], cmd, env)
+    except FileNotFoundError:
+        _say(f"{cmd[0]}: command not found in the container.")
+        os._exit(127)
+    except NotADirectoryError:
+        _say(f"{cmd[0]}: command not found in the container.")
+        os._exit(127)
+    except OSError as e:
+        _say(f"{cmd[0]}: cannot run it: {e.strerror}.")
+        os._exit(126)
+
+
+def _child_main(fn, *args, err_fd: int = -1) -> None:
+    """Run child code; never return into the parent's stack (os._exit always).
+
+    A failure is reported as "E<message>" on `err_fd` (the parent raises it) or on stderr.
+    """
+    msg = ""
+    try:
+        fn(*args)
+    except RuripyError as e:
+        msg = str(e)
+    except OSError as e:
+        where = f" ({e.filename})" if e.filename else ""
+        msg = f"{e.strerror or e}{where}."
+    except BaseException as e:
+        if os.environ.get("RURIPY_DEBUG") == "1":
+            import traceback  # only when debugging; never on the normal path
+
+            traceback.print_exc()
+        msg = f"internal error: {type(e).__name__}: {e}"
+    try:
+        if err_fd >= 0:
+            os.write(err_fd, b"E" + msg.encode(errors="replace") + b";")
+        else:
+            _say(msg)
+    except OSError:
+        pass
+    os._exit(125)
+
+
+# -- pid 1 -----------------------------------------------------------------------------
+
+
+def _reaper(main_pid: int | None, shared_tty: bool) -> None:
+    """Reap every child; pass kill()-sent signals on; exit with the command's status."""
+    while True:
+        info = sig.sigwaitinfo(WAITED)
+        if info.si_signo == 17:
+            while True:
+                try:
+                    pid, status = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    if main_pid is None:
+                        break
+                    os._exit(0)
+                if pid == 0:
+                    break
+                if pid == main_pid:
+                    os._exit(_status_code(status))
+            continue
+        if main_pid is None:
+            if info.si_signo in (15, 2, 1):
+                _stop_all(info.si_signo)
+            continue
+        if info.si_code in SI_USER_CODES or not shared_tty:
+            try:
+                os.kill(main_pid, info.si_signo)
+            except ProcessLookupError:
+                pass
+
+
+def _stop_all(signo: int) -> None:
+    """Detached pid 1 asked to stop: signal everyone, wait for them, then exit."""
+    try:
+        os.kill(-1, signo)
+    except ProcessLookupError:
+        pass
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            os._exit(128 + signo)
+
+
+def _pid1(cfg: dict, argv, info_w: int, flt, host) -> None:
+    mounts.build_root(cfg, host)
+    if cfg.get("hostname"):
+        syscalls.sethostname(cfg["hostname"])
+    if cfg.get("net") == "none":
+        syscalls.loopback_up()
+    host.close()
+    detach = cfg.get("detach")
+    if detach:
+        os.setsid()
+        null = os.open("/dev/null", os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.close(null)
+    main_pid = None
+    if not detach:
+        main_pid = os.fork()
+        if main_pid == 0:
+            os.close(info_w)
+            _child_main(_become, cfg, argv, flt)
+    if cfg["rootless"]:
+        # The caller joins through a pidfd, which needs ptrace read access to pid 1.
+        # Safe: pid 1 holds no host fds now, and it keeps every capability of the user
+        # namespace, so container processes (fewer capabilities) still cannot ptrace it.
+        syscalls.prctl(syscalls.PR_SET_DUMPABLE, 1)
+    os.write(info_w, b"R;")
+    os.close(info_w)
+    os.closerange(3, 1 << 16)
+    _reaper(main_pid, shared_tty=os.isatty(0))
+
+
+# -- starting ----------------------------------------------------------------------------
+
+
+def start(cfg: dict, argv: list[str] | None, on_ready) -> int:
+    """Start a container; call `on_ready(state)` once its root is built; return the status.
+
+    `cfg` is the launch plan (plain data): rootfs, overlay lower/upper/work, rootless, user,
+    workdir, env, hostname, net, read_only, binds, cap_keep, seccomp, deny_syscall, unmask,
+    no_new_privs, tty, detach. With detach the init stays up and this returns 0 at once.
+    """
+    rootless = cfg["rootless"]
+    idmap = caller_idmap() if rootless else None
+    if idmap and idmap.warning():
+        _say(idmap.warning()[len("ruripy: ") :])
+    host = mounts.HostResources(cfg)  # opens and checks host files before any namespace
+    flt = seccomp.prepare(cfg.get("seccomp") or "default", cfg.get("deny_syscall") or ())
+    ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+    go_r, go_w = os.pipe2(os.O_CLOEXEC)
+    info_r, info_w = os.pipe2(os.O_CLOEXEC)
+    if not cfg.get("detach"):
+        _block_signals()
+    c1 = os.fork()
+    if c1 == 0:
+        os.close(ready_r)
+        os.close(go_w)
+        os.close(info_r)
+        for fd in cfg.get("close_fds", ()):
+            os.close(fd)
+        _child_main(_c1, cfg, argv, idmap, ready_w, go_r, info_w, flt, host, err_fd=info_w)
+    os.close(ready_w)
+    os.close(go_r)
+    os.close(info_w)
+    host.close()
+    try:
+        state = os.read(ready_r, 1)
+        if state == b"U":
+            raise RuripyError(userns_unavailable_reason())
+        if state != b"1":
+            raise RuripyError("the container could not start (see the message above).")
+        if idmap:
+            idmap.apply(c1)
+        os.write(go_w, b"1")
+    except BaseException:
+        try:
+            os.kill(c1, 9)
+        except ProcessLookupError:
+            pass
+        os.waitpid(c1, 0)
+        raise
+    finally:
+        os.close(ready_r)
+        os.close(go_w)
+    info = _read_all(info_r).decode(errors="replace")
+    os.close(info_r)
+    parts = info.split(";")
+    errors = [p[1:] for p in parts if p.startswith("E")]
+    started = [p[1:] for p in parts if p.startswith("P")]
+    if errors or not started or "R" not in parts:
+        os.waitpid(c1, 0)
+        if not cfg.get("detach"):
+            sig.pthread_sigmask(sig.SIG_UNBLOCK, WAITED)
+        raise RuripyError(errors[0] if errors else "the container could not start.")
+    fields = started[0].split(",")
+    init_pid = int(fields[0])
+    ns = {}
+    for f in fields[1:]:
+        k, _, v = f.partition("=")
+        ns[k] = int(v)
+    pidfd = os.pidfd_open(init_pid)
+    state = {
+        "pid": init_pid,
+        "starttime": _starttime(init_pid),
+        "boot_id": boot_id(),
+        "ns": ns,
+        "rootless": rootless,
+        "net": cfg.get("net") or "host",
+        "exec": {k: cfg.get(k) for k in EXEC_KEYS},
+    }
+    on_ready(state)
+    if cfg.get("detach"):
+        os.close(pidfd)
+        os.waitpid(c1, 0)
+        return 0
+    return _wait_forwarding(c1, pidfd)
+
+
+EXEC_KEYS = ("user", "workdir", "env", "cap_keep", "seccomp", "deny_syscall", "no_new_privs")
+
+
+def _c1(cfg, argv, idmap, ready_w, go_r, info_w, flt, host) -> None:
+    if not cfg.get("detach"):
+        syscalls.prctl(syscalls.PR_SET_PDEATHSIG, 9)
+    if idmap:
+        try:
+            syscalls.unshare(syscalls.CLONE_NEWUSER)
+        except OSError:
+            os.write(ready_w, b"U")
+            os._exit(125)
+        os.write(ready_w, b"1")
+        if os.read(go_r, 1) != b"1":
+            os._exit(125)
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+        if idmap.ranges:
+            os.setgroups([])
+    else:
+        os.write(ready_w, b"1")
+        os.read(go_r, 1)
+    os.close(ready_w)
+    os.close(go_r)
+    syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
+    flags = (
+        syscalls.CLONE_NEWNS | syscalls.CLONE_NEWPID | syscalls.CLONE_NEWUTS | syscalls.CLONE_NEWIPC
+    )
+    if cfg.get("net") == "none":
+        flags |= syscalls.CLONE_NEWNET
+    syscalls.unshare(flags)
+    c2 = os.fork()
+    if c2 == 0:
+        if not cfg.get("detach"):
+            syscalls.prctl(syscalls.PR_SET_PDEATHSIG, 9)
+        _child_main(_pid1, cfg, argv, info_w, flt, host, err_fd=info_w)
+    host.close()
+    ns = _own_namespaces()  # pid_for_children is readable only once a child exists
+    nsinfo = "".join(f",{k}={v}" for k, v in ns.items())
+    os.write(info_w, f"P{c2}{nsinfo};".encode())
+    os.close(info_w)
+    if cfg.get("detach"):
+        os._exit(0)
+    while True:
+        try:
+            _, status = os.waitpid(c2, 0)
+            break
+        except InterruptedError:
+            continue
+    os._exit(_status_code(status))
+
+
+def _wait_forwarding(child: int, pidfd: int) -> int:
+    """Wait for `child`, passing kill()-sent signals to the container's pid 1.
+
+    Terminal-generated signals reach the command directly when it shares the terminal;
+    when it does not (stdin is not a terminal: it runs in its own session), pass them too.
+    """
+    shared = os.isatty(0)
+    try:
+        while True:
+            info = sig.sigwaitinfo(WAITED)
+            if info.si_signo == 17:
+                pid, status = os.waitpid(child, os.WNOHANG)
+                if pid == child:
+                    return _status_code(status)
+                continue
+            if info.si_code in SI_USER_CODES or not shared:
+                try:
+                    sig.pidfd_send_signal(pidfd, info.si_signo)
+                except ProcessLookupError:
+                    pass
+    finally:
+        os.close(pidfd)
+
+
+# -- joining -----------------------------------------------------------------------------
+
+
+def check_alive(state: dict) -> int | None:
+    """A pidfd for the state's init if it is still that very process, else None."""
+    pid = state.get("pid")
+    if not isinstance(pid, int) or pid <= 1:
+        return None
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return None
+    try:
+        if state.get("boot_id") != boot_id() or _starttime(pid) != state.get("starttime"):
+            os.close(pidfd)
+            return None
+        sig.pidfd_send_signal(pidfd, 0)
+    except OSError:
+        os.close(pidfd)
+        return None
+    return pidfd
+
+
+def join(state: dict, pidfd: int, cfg: dict, argv: list[str]) -> int:
+    """Run `argv` in the running container `state` describes (pidfd pins its init)."""
+    flt = seccomp.prepare(cfg.get("seccomp") or "default", cfg.get("deny_syscall") or ())
+    flags = (
+        syscalls.CLONE_NEWNS | syscalls.CLONE_NEWPID | syscalls.CLONE_NEWUTS | syscalls.CLONE_NEWIPC
+    )
+    if state.get("rootless"):
+        flags |= syscalls.CLONE_NEWUSER
+    if state.get("net") == "none":
+        flags |= syscalls.CLONE_NEWNET
+    _block_signals()
+    c1 = os.fork()
+    if c1 == 0:
+        for fd in cfg.get("close_fds", ()):
+            os.close(fd)
+        _child_main(_join_child, state, pidfd, flags, cfg, argv, flt)
+    return _wait_forwarding(c1, pidfd)
+
+
+def _join_child(state, pidfd, flags, cfg, argv, flt) -> None:
+    syscalls.prctl(syscalls.PR_SET_PDEATHSIG, 9)
+    syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
+    try:
+        syscalls.setns(pidfd, flags)
+    except OSError as e:
+        if e.errno == 3:  # ESRCH: the init is gone
+            raise RuripyError("the container is not running (its init has exited).") from None
+        raise
+    if state.get("rootless"):
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+        os.setgroups([])
+    os.chdir("/")
+    c3 = os.fork()
+    if c3 == 0:
+        _child_main(_joined, state, cfg, argv, flt)
+    while True:
+        try:
+            _, status = os.waitpid(c3, 0)
+            break
+        except InterruptedError:
+            continue
+    os._exit(_status_code(status))
+
+
+def _joined(state, cfg, argv, flt) -> None:
+    """C3 of a join, now inside the container's pid namespace: verify, then become."""
+    mine = _own_namespaces()
+    for k, v in (state.get("ns") or {}).items():
+        if k in mine and k != "pid" and mine[k] != v:
+            raise RuripyError("the container is not running (its namespaces changed).")
+    if "pid" in (state.get("ns") or {}):
+        try:
+            if os.stat("/proc/self/ns/pid").st_ino != state["ns"]["pid"]:
+                raise RuripyError("the container is not running (its namespaces changed).")
+        except OSError:
+            raise RuripyError("the container is not running (no pid namespace).") from None
+    _become(cfg, argv, flt)
+
+
+def stop(state: dict, pidfd: int, timeout: float) -> None:
+    """SIGTERM the container's init (which passes it on), then SIGKILL after `timeout`."""
+    import select  # small C module; stop is not on the run path
+
+    try:
+        sig.pidfd_send_signal(pidfd, 15)
+    except ProcessLookupError:
+        return
+    if not select.select([pidfd], [], [], timeout)[0]:
+        try:
+            sig.pidfd_send_signal(pidfd, 9)
+        except ProcessLookupError:
+            return
+        select.select([pidfd], [], [], 10)
+
+
+__all__ = ["start", "join", "stop", "check_alive", "resolve_user", "inroot"]
