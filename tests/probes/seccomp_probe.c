@@ -16,6 +16,8 @@
  *   sys:NR[:A0[:A1...]]   syscall(NR, A0..A5); numbers in C notation (0x.. allowed)
  *   i386:NR[:A0:A1:A2]    the 32-bit x86 ABI through int $0x80 (x86_64 only)
  *   x32:NR[:A0...]        the x32 ABI: NR | 0x40000000 (x86_64 only)
+ *   socketcall:FAMILY:TYPE  32-bit socketcall(SYS_SOCKET, {FAMILY, TYPE, 0}) via int $0x80,
+ *                         the way 32-bit glibc creates sockets (x86_64 only)
  *   clone:FLAGS           raw clone(FLAGS | SIGCHLD); the child exits at once
  *   ioctl:REQ             ioctl(fd of /dev/null, REQ, &c) with a 64-bit REQ
  *   mkdir:PATH            mkdir(PATH, 0700) through the mkdir system call where it exists
@@ -80,6 +82,21 @@ static int parse_args(char *rest, unsigned long *a, int max)
 	return n;
 }
 
+static long int80(unsigned long nr, unsigned long a, unsigned long b, unsigned long c)
+{
+#if defined(__x86_64__)
+	long ret;
+	__asm__ volatile("int $0x80"
+			 : "=a"(ret)
+			 : "a"(nr), "b"(a), "c"(b), "d"(c)
+			 : "memory", "r8", "r9", "r10", "r11");
+	return (int)ret;
+#else
+	(void)nr, (void)a, (void)b, (void)c;
+	return -ENOSYS;
+#endif
+}
+
 static int check_sys(char *rest)
 {
 	unsigned long a[7] = {0};
@@ -91,14 +108,30 @@ static int check_i386(char *rest)
 {
 #if defined(__x86_64__)
 	unsigned long a[4] = {0};
-	long ret;
 	parse_args(rest, a, 4);
-	__asm__ volatile("int $0x80"
-			 : "=a"(ret)
-			 : "a"(a[0]), "b"(a[1]), "c"(a[2]), "d"(a[3])
-			 : "memory", "r8", "r9", "r10", "r11");
-	int r = (int)ret;
-	return (r < 0 && r > -4096) ? -r : 0;
+	long r = int80(a[0], a[1], a[2], a[3]);
+	return (r < 0 && r > -4096) ? (int)-r : 0;
+#else
+	(void)rest;
+	return -1;
+#endif
+}
+
+static int check_socketcall(char *rest)
+{
+#if defined(__x86_64__)
+	unsigned long a[2] = {0};
+	parse_args(rest, a, 2);
+	/* The argument block must be addressable by a 32-bit pointer. */
+	unsigned int *args = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+				  MAP_PRIVATE | MAP_ANONYMOUS | MAP_32BIT, -1, 0);
+	if (args == MAP_FAILED)
+		return errno;
+	args[0] = (unsigned int)a[0];
+	args[1] = (unsigned int)a[1];
+	args[2] = 0;
+	long r = int80(102 /* socketcall */, 1 /* SYS_SOCKET */, (unsigned long)args, 0);
+	return (r < 0 && r > -4096) ? (int)-r : 0;
 #else
 	(void)rest;
 	return -1;
@@ -330,6 +363,8 @@ static void run(char *check)
 		r = check_sys(rest);
 	else if (!strcmp(copy, "i386"))
 		r = check_i386(rest);
+	else if (!strcmp(copy, "socketcall"))
+		r = check_socketcall(rest ? rest : "1:1");
 	else if (!strcmp(copy, "x32"))
 		r = check_x32(rest);
 	else if (!strcmp(copy, "clone"))
