@@ -113,6 +113,155 @@ def main_callback(
     """Run Linux distros in containers, rootless or as root, without a daemon."""
 
 
+# -- images ----------------------------------------------------------------------------------
+
+IMAGE_HELP = (
+    "debian, debian:12, lxc:DISTRO/RELEASE[/VARIANT], docker://[REGISTRY/]REPO[:TAG], "
+    "file:PATH or the path of a rootfs tarball."
+)
+MIRROR_HELP = (
+    "Base URL of an LXC image server (default: $RURIPY_LXC_MIRROR, else "
+    "https://images.linuxcontainers.org)."
+)
+ARCH_HELP = "Architecture to pull (amd64, arm64, armhf, ...; default: this machine's)."
+
+
+@app.command("pull")
+def pull_cmd(
+    image: Annotated[str, typer.Argument(help=IMAGE_HELP)],
+    name: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--name", help="Also create container NAME from the image.", metavar="NAME"),
+    ] = None,
+    arch: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--arch", help=ARCH_HELP, metavar="ARCH"),
+    ] = None,
+    mirror: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--mirror", help=MIRROR_HELP, metavar="URL"),
+    ] = None,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Allow plain-HTTP registries that are not loopback.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+) -> None:
+    """Download an image (catalog, LXC image server, registry or tarball) into the store."""
+    from .images import pull
+    from .store import Store, check_name
+
+    store = Store()
+    if name is not None:
+        check_name(name)
+        if store.container_exists(name):
+            fail(f"container {name} already exists; pick another name or remove it.")
+    info = pull.pull(image, store=store, arch=arch, mirror=mirror, insecure=insecure, quiet=quiet)
+    if name is not None:
+        from . import containers
+
+        containers.create(name, info["name"], {})
+        info = dict(info, container=name)
+    if json_:
+        print_json(info)
+    else:
+        print(info["name"] if name is None else name)
+
+
+@app.command("images")
+def images_cmd(json_: Annotated[bool, typer.Option("--json", help="JSON output.")] = False) -> None:
+    """List pulled images: name, kind, architecture, size, created, digest."""
+    from .images import install
+    from .store import Store
+
+    rows = install.list_images(Store())
+    if json_:
+        print_json(rows)
+        return
+    _table(
+        ["NAME", "KIND", "ARCH", "SIZE", "CREATED", "DIGEST"],
+        [
+            [
+                r.get("name"),
+                r.get("kind") or "-",
+                r.get("arch") or "-",
+                _size(r.get("rootfs_size", r.get("size"))),
+                str(r.get("created") or "-").replace("T", " ").rstrip("Z"),
+                str(r.get("digest") or "-").removeprefix("sha256:")[:12],
+            ]
+            for r in rows
+        ],
+    )
+
+
+@app.command("rmi")
+def rmi_cmd(
+    images: Annotated[list[str], typer.Argument(help="Images to remove (see 'ruripy images').")],
+    force: Annotated[
+        bool, typer.Option("--force", "-f", help="Remove even if containers use it.")
+    ] = False,
+) -> None:
+    """Remove pulled images; refused while containers use them unless --force."""
+    from .images import install
+    from .store import Store
+
+    failed = None
+    for ref in images:
+        try:
+            meta = install.remove_image(Store(), ref, force)
+        except RuripyError as e:
+            sys.stderr.write(f"ruripy: {e}\n")
+            failed = e
+            continue
+        if meta.get("orphaned_containers"):
+            sys.stderr.write(
+                f"ruripy: warning: containers {', '.join(meta['orphaned_containers'])} used "
+                f"{meta['name']} and will not start any more.\n"
+            )
+        print(meta["name"])
+    if failed:
+        raise typer.Exit(failed.status)
+
+
+@app.command("search")
+def search_cmd(
+    term: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Argument(help="Show only distros whose name, release or description has TERM."),
+    ] = None,
+    mirror: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--mirror", help=MIRROR_HELP, metavar="URL"),
+    ] = None,
+    arch: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--arch", help=ARCH_HELP, metavar="ARCH"),
+    ] = None,
+    json_: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+) -> None:
+    """List the catalog's distros and releases that the image server has for ARCH."""
+    from .images import pull
+
+    rows = pull.search(term, mirror=mirror, arch=arch)
+    if json_:
+        print_json(rows)
+        return
+    if not rows:
+        fail(f"nothing matches {term!r}; run 'ruripy search' without a term to see everything.")
+    _table(
+        ["NAME", "RELEASES", "DESCRIPTION"],
+        [
+            [
+                r["name"],
+                ", ".join(x["name"] + ("*" if x["default"] else "") for x in r["releases"]),
+                r["description"],
+            ]
+            for r in rows
+        ],
+    )
+    print("* default release. Pull with 'ruripy pull NAME[:RELEASE]' or lxc:DISTRO/RELEASE.")
+
+
 # -- containers ------------------------------------------------------------------------------
 
 

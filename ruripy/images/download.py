@@ -54,6 +54,10 @@ def human_size(n: int | None) -> str:
 # -- progress display -------------------------------------------------------------------------
 
 
+class CacheCorrupt(RuripyError):
+    """The cached copy of a file did not match its digest (it has been removed)."""
+
+
 class Bar:
     """Progress on stderr: a rich bar on a terminal, one line per step otherwise, none if quiet.
 
@@ -403,7 +407,7 @@ class Stream:
                 os.unlink(self.dest)
             except FileNotFoundError:
                 pass
-            raise RuripyError(
+            raise CacheCorrupt(
                 f"the cached copy of {self._name()} ({self.dest}) was corrupt (sha256 {got}, "
                 f"expected {self.sha256}) and was removed; run the command again."
             )
