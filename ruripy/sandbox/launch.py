@@ -16,7 +16,7 @@ import _signal as sig
 import os
 
 from ..errors import RuripyError
-from . import caps, inroot, mounts, seccomp, syscalls
+from . import caps, inroot, mounts, seccomp, syscalls, terminal
 from .idmap import caller_idmap, userns_unavailable_reason
 
 # Signals P and pid 1 take over and pass on (runtime.md 6.3); job-control ones stay default.
@@ -180,6 +180,13 @@ def _command(argv: list[str] | None) -> list[str]:
 def _become(cfg: dict, argv: list[str] | None, flt) -> None:
     """In C3, inside the container: user, capabilities, workdir, fds, seccomp, exec. No return."""
     uid, gid, groups, home = resolve_user(cfg.get("user"))
+    sock = cfg.get("tty_sock")
+    if sock is not None:
+        master, slave = terminal.open_pty(uid, 5)
+        terminal.send_master(sock, master)
+        os.close(master)
+        os.close(sock)
+        os.login_tty(slave)
     keep = cfg["cap_keep"]
     caps.drop_bounding(keep)
     os.setgroups(groups)
@@ -207,7 +214,7 @@ def _become(cfg: dict, argv: list[str] | None, flt) -> None:
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         os.close(null)
-    if not cfg.get("tty") and not os.isatty(0):
+    if sock is None and not os.isatty(0):
         # Not on a terminal: a session of its own, so TIOCSTI cannot reach the caller's
         # terminal (runtime.md 6.1).
         try:
@@ -315,6 +322,7 @@ def _pid1(cfg: dict, argv, info_w: int, flt, host) -> None:
     host.close()
     detach = cfg.get("detach")
     if detach:
+        _block_signals()  # the reaper takes SIGCHLD and SIGTERM with sigwaitinfo
         os.setsid()
         null = os.open("/dev/null", os.O_RDWR)
         for fd in (0, 1, 2):
@@ -356,6 +364,7 @@ def start(cfg: dict, argv: list[str] | None, on_ready) -> int:
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
     info_r, info_w = os.pipe2(os.O_CLOEXEC)
+    tty_parent = _tty_socket(cfg)
     if not cfg.get("detach"):
         _block_signals()
     c1 = os.fork()
@@ -370,6 +379,8 @@ def start(cfg: dict, argv: list[str] | None, on_ready) -> int:
     os.close(go_r)
     os.close(info_w)
     host.close()
+    if tty_parent is not None:
+        os.close(cfg["tty_sock"])
     try:
         state = os.read(ready_r, 1)
         if state == b"U":
@@ -420,7 +431,19 @@ def start(cfg: dict, argv: list[str] | None, on_ready) -> int:
         os.close(pidfd)
         os.waitpid(c1, 0)
         return 0
-    return _wait_forwarding(c1, pidfd)
+
+    def forward(signo: int) -> None:
+        try:
+            sig.pidfd_send_signal(pidfd, signo)
+        except ProcessLookupError:
+            pass
+
+    try:
+        if tty_parent is not None:
+            return _relay(tty_parent, c1, forward)
+        return _wait_forwarding(c1, forward)
+    finally:
+        os.close(pidfd)
 
 
 EXEC_KEYS = ("user", "workdir", "env", "cap_keep", "seccomp", "deny_syscall", "no_new_privs")
@@ -460,6 +483,8 @@ def _c1(cfg, argv, idmap, ready_w, go_r, info_w, flt, host) -> None:
             syscalls.prctl(syscalls.PR_SET_PDEATHSIG, 9)
         _child_main(_pid1, cfg, argv, info_w, flt, host, err_fd=info_w)
     host.close()
+    if cfg.get("tty_sock") is not None:
+        os.close(cfg["tty_sock"])
     ns = _own_namespaces()  # pid_for_children is readable only once a child exists
     nsinfo = "".join(f",{k}={v}" for k, v in ns.items())
     os.write(info_w, f"P{c2}{nsinfo};".encode())
@@ -475,28 +500,44 @@ def _c1(cfg, argv, idmap, ready_w, go_r, info_w, flt, host) -> None:
     os._exit(_status_code(status))
 
 
-def _wait_forwarding(child: int, pidfd: int) -> int:
-    """Wait for `child`, passing kill()-sent signals to the container's pid 1.
+def _tty_socket(cfg: dict):
+    """With --tty: a socket pair; the command's end goes into cfg, ours is returned."""
+    if not cfg.get("tty"):
+        cfg["tty_sock"] = None
+        return None
+    import socket  # only for --tty, and on the host side
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    cfg["tty_sock"] = theirs.detach()
+    os.set_inheritable(cfg["tty_sock"], False)
+    return ours
+
+
+def _relay(sock, child: int, forward) -> int:
+    master = terminal.receive_master(sock)
+    sock.close()
+    if master is None:  # the command's process failed before it made the terminal
+        _, status = os.waitpid(child, 0)
+        return _status_code(status)
+    return terminal.relay(master, child, forward)
+
+
+def _wait_forwarding(child: int, forward) -> int:
+    """Wait for `child`, passing kill()-sent signals on with `forward(signo)`.
 
     Terminal-generated signals reach the command directly when it shares the terminal;
     when it does not (stdin is not a terminal: it runs in its own session), pass them too.
     """
     shared = os.isatty(0)
-    try:
-        while True:
-            info = sig.sigwaitinfo(WAITED)
-            if info.si_signo == 17:
-                pid, status = os.waitpid(child, os.WNOHANG)
-                if pid == child:
-                    return _status_code(status)
-                continue
-            if info.si_code in SI_USER_CODES or not shared:
-                try:
-                    sig.pidfd_send_signal(pidfd, info.si_signo)
-                except ProcessLookupError:
-                    pass
-    finally:
-        os.close(pidfd)
+    while True:
+        info = sig.sigwaitinfo(WAITED)
+        if info.si_signo == 17:
+            pid, status = os.waitpid(child, os.WNOHANG)
+            if pid == child:
+                return _status_code(status)
+            continue
+        if info.si_code in SI_USER_CODES or not shared:
+            forward(info.si_signo)
 
 
 # -- joining -----------------------------------------------------------------------------
@@ -532,13 +573,25 @@ def join(state: dict, pidfd: int, cfg: dict, argv: list[str]) -> int:
         flags |= syscalls.CLONE_NEWUSER
     if state.get("net") == "none":
         flags |= syscalls.CLONE_NEWNET
+    tty_parent = _tty_socket(cfg)
     _block_signals()
     c1 = os.fork()
     if c1 == 0:
         for fd in cfg.get("close_fds", ()):
             os.close(fd)
         _child_main(_join_child, state, pidfd, flags, cfg, argv, flt)
-    return _wait_forwarding(c1, pidfd)
+    os.close(pidfd)
+
+    def forward(signo: int) -> None:
+        try:
+            os.kill(c1, signo)  # our own child: its pid cannot be reused before we reap it
+        except ProcessLookupError:
+            pass
+
+    if tty_parent is not None:
+        os.close(cfg["tty_sock"])
+        return _relay(tty_parent, c1, forward)
+    return _wait_forwarding(c1, forward)
 
 
 def _join_child(state, pidfd, flags, cfg, argv, flt) -> None:
@@ -558,13 +611,16 @@ def _join_child(state, pidfd, flags, cfg, argv, flt) -> None:
     c3 = os.fork()
     if c3 == 0:
         _child_main(_joined, state, cfg, argv, flt)
-    while True:
+    if cfg.get("tty_sock") is not None:
+        os.close(cfg["tty_sock"])
+
+    def forward(signo: int) -> None:
         try:
-            _, status = os.waitpid(c3, 0)
-            break
-        except InterruptedError:
-            continue
-    os._exit(_status_code(status))
+            os.kill(c3, signo)
+        except ProcessLookupError:
+            pass
+
+    os._exit(_wait_forwarding(c3, forward))
 
 
 def _joined(state, cfg, argv, flt) -> None:
