@@ -109,12 +109,32 @@ def test_personality_blocks_match_exactly_the_unsafe_values(x):
     assert matches(blocks, x) == ((x & 0xFFFFFFFF) not in ALLOWED)
 
 
-@given(st.sets(st.integers(min_value=0, max_value=255), max_size=12))
-def test_complement_blocks_are_exact_and_disjoint(allowed):
+def lattice(values: set[int]) -> set[int]:
+    """`values` closed under & and |."""
+    out = set(values)
+    while True:
+        more = {op(p, q) for p in out for q in out for op in (int.__and__, int.__or__)} - out
+        if not more:
+            return out
+        out |= more
+
+
+@given(st.sets(st.integers(min_value=0, max_value=255), max_size=12), st.booleans())
+def test_complement_blocks_are_exact(allowed, close):
+    """Exhaustively over 8-bit values, for any set and for sets closed under & and |
+    (which get the short "bit i set, bit j clear" patterns)."""
+    if close:
+        allowed = lattice(allowed)
     blocks = seccomp.complement_blocks(tuple(allowed), width=8)
     for x in range(256):
-        hits = sum(1 for m, v in blocks if x & m == v)
-        assert hits == (0 if x in allowed else 1)
+        assert matches(blocks, x) == (x not in allowed)
+
+
+def test_personality_needs_32_rules():
+    """The fewest possible: each single-bit value and each all-ones-but-one value needs its
+    own pattern, and one pattern can cover one of each."""
+    assert len(seccomp.complement_blocks(ALLOWED)) == 32
+    assert len(seccomp._prefix_blocks(set(ALLOWED), 32)) == 82
 
 
 def test_personality_edges():
