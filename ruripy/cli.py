@@ -520,7 +520,9 @@ def config_cmd(
 def main() -> None:
     """Run the typer app, turning RuripyError into one line on stderr and status 125."""
     try:
-        app(prog_name="ruripy", standalone_mode=False)
+        code = app(prog_name="ruripy", standalone_mode=False)
+        if isinstance(code, int) and code:  # typer.Exit(N) is returned, not raised, here
+            sys.exit(code)
     except RuripyError as e:
         if os.environ.get("RURIPY_DEBUG") == "1":
             raise
