@@ -24,6 +24,13 @@ for f in /etc/subuid /etc/subgid; do
   fi
 done
 
+# A second user without any range: the single-id fallback.
+nosub=${RURIPY_TEST_USER_NOSUB:-ruripy-nosub}
+if ! id -u "$nosub" >/dev/null 2>&1; then
+  useradd --create-home --shell /bin/bash -K SUB_UID_COUNT=0 -K SUB_GID_COUNT=0 "$nosub"
+fi
+sed -i "/^$nosub:/d" /etc/subuid /etc/subgid
+
 # The venv uses the system interpreter so the unprivileged user can run it too.
 if [ ! -x "$venv/bin/python" ]; then
   /usr/bin/python3 -m venv "$venv"
