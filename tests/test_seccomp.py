@@ -161,6 +161,7 @@ def test_capabilities_lift_rules():
 def test_off_is_none():
     assert seccomp.prepare("off") is None
     assert seccomp.prepare("off", deny=()) is None
+    assert seccomp.prepare("unconfined") is None  # Docker's word
 
 
 def test_default_builds(lib):
