@@ -70,9 +70,9 @@ def sys(lib, name: str, *args: int) -> str:
     return ":".join(["sys", str(nr(lib, name)), *(hex(a) for a in args)])
 
 
-def run(probe, checks, flt=None, user=None, in_process=False):
+def run(probe, checks, flt=None, user=None, in_process=False, prepare_args=None):
     argv = [probe, *(["-n"] if in_process else []), *checks]
-    return run_filtered(argv, flt=flt, user=user)
+    return run_filtered(argv, flt=flt, user=user, prepare_args=prepare_args)
 
 
 def i386_works(probe) -> bool:
@@ -107,9 +107,9 @@ def default_expectations(lib) -> dict[str, str]:
 
 
 def test_P0_S1_default_filter_active(probe, lib, who):
-    flt = seccomp.prepare("default")
+    """prepare and load both in the forked child, as root or after becoming the test user."""
     want = default_expectations(lib)
-    got = run(probe, ["status", *want], flt=flt, user=who)
+    got = run(probe, ["status", *want], user=who, prepare_args=("default",))
     assert got["status"] == "Seccomp=2,NoNewPrivs=1"
     assert {c: got[c] for c in want} == want
 
