@@ -211,7 +211,8 @@ def load_cached(container_dir: str) -> dict:
         st = os.lstat(toml_path)
     except FileNotFoundError:
         return options.defaults()
-    if stat.S_ISREG(st.st_mode):
+    # The cache stands for the toml only while the toml itself would be trusted.
+    if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022:
         try:
             cst = os.lstat(cache_path)
             if stat.S_ISREG(cst.st_mode) and cst.st_mtime_ns >= st.st_mtime_ns:
