@@ -696,7 +696,7 @@ def _decompress(data: bytes) -> bytes:
     if data[:2] == b"\x1f\x8b":
         try:
             return gzip.decompress(data)
-        except OSError:
+        except (OSError, EOFError):
             return data
     if data[:4] == b"\x28\xb5\x2f\xfd":
         import zstandard

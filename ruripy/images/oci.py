@@ -430,6 +430,7 @@ class RegistryAuth(requests.auth.AuthBase):
         self.bearer: dict[str, str] | None = None  # the challenge, to refresh the token
         self.token: str | None = None
         self.expires = 0.0
+        self.margin = 0.0
         self.basic = False
         self.token_requests = 0
 
@@ -441,7 +442,7 @@ class RegistryAuth(requests.auth.AuthBase):
             raw = f"{self.credentials[0]}:{self.credentials[1]}".encode()
             return "Basic " + base64.b64encode(raw).decode()
         if self.bearer is not None:
-            if self.token is None or time.time() > self.expires - TOKEN_MARGIN:
+            if self.token is None or time.time() > self.expires - self.margin:
                 self.fetch_token()
             return f"Bearer {self.token}"
         return None
@@ -460,11 +461,12 @@ class RegistryAuth(requests.auth.AuthBase):
         if resp.status_code != 401 or not self._mine(resp.url):
             return resp
         challenge = parse_challenge(resp.headers.get("WWW-Authenticate", ""))
-        if challenge is None:
+        tries = getattr(resp.request, "ruripy_tries", 0)
+        if challenge is None or tries >= 2:
             return resp
         scheme, params = challenge
         if scheme == "bearer" and params.get("realm"):
-            if "error" in params and params.get("error") == "insufficient_scope" and self.token:
+            if params.get("error") == "insufficient_scope" and self.token:
                 return resp  # a token for this scope was refused: nothing to retry
             self.bearer = params
             self.basic = False
@@ -484,11 +486,11 @@ class RegistryAuth(requests.auth.AuthBase):
         resp.close()
         prep = resp.request.copy()
         prep.headers["Authorization"] = self.header()
-        prep.hooks["response"] = [h for h in prep.hooks["response"] if h != self.on_response]
+        prep.ruripy_tries = tries + 1  # a new token may itself be refused: retry twice at most
         new = resp.connection.send(prep, **kwargs)
         new.history.append(resp)
         new.request = prep
-        return new
+        return self.on_response(new, **kwargs)  # the adapter runs no hooks: check it here
 
     def fetch_token(self) -> None:
         """Ask the challenge's realm for a pull token (with Basic credentials when we have them)."""
@@ -532,7 +534,8 @@ class RegistryAuth(requests.auth.AuthBase):
         if not isinstance(token, str) or not token:
             raise RuripyError(f"the token server {realm} sent no token.")
         self.token = token
-        self.expires = time.time() + max(expires_in, TOKEN_MARGIN + 1)
+        self.expires = time.time() + expires_in
+        self.margin = min(TOKEN_MARGIN, expires_in / 4)
 
 
 class _NoAuth(requests.auth.AuthBase):
@@ -649,8 +652,11 @@ class Registry:
                 raise self.denied()
             if resp.status_code == 404:
                 codes = _error_codes(resp)
-                if "NAME_UNKNOWN" in codes:
-                    raise RuripyError(f"no repository {what} on the registry {self.ref.api_host}.")
+                if "NAME_UNKNOWN" in codes or not self.repository_exists():
+                    raise RuripyError(
+                        f"{self.ref.registry} has no repository {self.ref.repository}; "
+                        "check the name."
+                    )
                 if reference.startswith("sha256:"):
                     raise RuripyError(f"{what} has no manifest {reference}.")
                 raise RuripyError(
@@ -697,6 +703,15 @@ class Registry:
         if doc.get("schemaVersion") != 2:
             raise RuripyError(f"the manifest of {what}:{reference} is not schemaVersion 2.")
         return Manifest(mtype, digest, raw, doc)
+
+    def repository_exists(self) -> bool:
+        """False only when the registry says the repository is unknown (tags/list)."""
+        try:
+            r = self.request("GET", f"{self.base}/v2/{self.ref.repository}/tags/list?n=1")
+        except RuripyError:
+            return True
+        with r:
+            return not (r.status_code == 404 and "NAME_UNKNOWN" in _error_codes(r))
 
     def blob_url(self, digest: str) -> str:
         return self.url("blobs", digest)
@@ -932,12 +947,14 @@ def _registry_words(msg: str, reg: Registry) -> str:
 def _apply_layers(
     layers: list[tuple[str, str, str | None]], rootfs: str, rootless: bool, what: str
 ):
-    """Extract every cached layer, in order, into `rootfs` (runs in the user namespace)."""
-    import tarfile
-    import zlib
+    """Extract every cached layer, in order, into `rootfs` (runs in the user namespace).
 
+    Each layer's blob was verified when it was downloaded; the decompressed tar stream is
+    hashed on the way into the extractor and compared with the config's diff_id.
+    """
     from .extract import extract
 
+    totals: dict = {}
     n = len(layers)
     for i, (path, digest, diff_id) in enumerate(layers, 1):
         label = f"layer {i}/{n} ({digest[:19]}) of {what}"
@@ -946,17 +963,13 @@ def _apply_layers(
             raw.seek(0)
             reader = HashingReader(raw, kind)
             try:
-                extract(reader, rootfs, rootless=rootless, whiteouts=True)
+                stats = extract(reader, rootfs, rootless=rootless, whiteouts=True, label=label)
                 got = reader.drain()
-            except RuripyError as e:
-                raise RuripyError(f"{label}: {e}") from None
-            except (tarfile.TarError, EOFError, OSError, zlib.error, ValueError) as e:
+            except RuripyError:
+                raise
+            except Exception as e:  # a decompressor's own error type
                 raise RuripyError(
-                    f"{label} is not a valid tar archive ({type(e).__name__}: {e})."
-                ) from None
-            except Exception as e:  # zstandard.ZstdError, lzma.LZMAError
-                raise RuripyError(
-                    f"{label} could not be decompressed ({type(e).__name__}: {e})."
+                    f"{label} is truncated or corrupt ({type(e).__name__}: {e})."
                 ) from None
             finally:
                 reader.close()
@@ -965,7 +978,11 @@ def _apply_layers(
                 f"{label} unpacks to {got}, not the diff_id {diff_id} its config names; "
                 "the image is broken."
             )
-    return n
+        for k, v in (stats or {}).items():
+            if isinstance(v, int) and not isinstance(v, bool):
+                totals[k] = totals.get(k, 0) + v
+    totals["layers"] = n
+    return totals
 
 
 def pull(
@@ -983,6 +1000,11 @@ def pull(
     want = platform_for(arch)
     reg = Registry(ref, insecure=insecure)
     what = str(ref)
+    current = up_to_date(store, reg, want)
+    if current is not None:
+        if not quiet:
+            print(f"{what} is up to date ({current['digest']})", file=sys.stderr)
+        return current
     top, m = resolve(reg, want)
     cdesc = m.doc["config"]
     config = image_config(_read_blob(_download(reg, store, cdesc, f"config of {what}", True)), what)
@@ -1027,7 +1049,27 @@ def pull(
     def feed(rootfs: str) -> int:
         return _apply_layers(paths, rootfs, rootless, what)
 
-    return install_image(store, what, meta, feed)
+    return install_image(store, what, meta, feed, quiet=quiet)
+
+
+def up_to_date(store, reg: Registry, want: Platform) -> dict | None:
+    """The installed image.json when the registry still has the same digest (a free HEAD)."""
+    from ..store import read_json
+
+    path = os.path.join(store.image_dir(str(reg.ref)), "image.json")
+    try:
+        meta = read_json(path)
+    except (OSError, RuripyError):
+        return None
+    if meta.get("kind") != "oci" or meta.get("platform") != str(want) or not meta.get("digest"):
+        return None
+    if reg.ref.digest:
+        return meta if meta["digest"] == reg.ref.digest else None
+    try:
+        head = reg.get_manifest(reg.ref.reference, method="HEAD")
+    except RuripyError:
+        return None  # the GET that follows explains what is wrong
+    return meta if head.digest == meta["digest"] else None
 
 
 def _read_blob(path: str) -> bytes:
