@@ -98,7 +98,12 @@ def rootfs_tar(os_release: str = "debian", extra: dict[str, bytes] | None = None
                 member("etc/localtime", type=tarfile.SYMTYPE, linkname="/usr/share/zoneinfo/UTC")
             )
             tar.addfile(
-                member("usr/bin/busybox-hardlink", type=tarfile.LNKTYPE, linkname="./bin/busybox")
+                member(
+                    "usr/bin/busybox-hardlink",
+                    type=tarfile.LNKTYPE,
+                    linkname="./bin/busybox",
+                    mode=0o755,
+                )
             )
             tar.addfile(
                 member("dev/null", type=tarfile.CHRTYPE, mode=0o666, devmajor=1, devminor=3)

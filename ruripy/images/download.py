@@ -21,6 +21,7 @@ from .. import __version__
 from ..errors import RuripyError
 
 CHUNK = 1 << 20
+BODY_CHUNK = 256 << 10  # network bytes handed on (and written to the part) at a time
 CONNECT_TIMEOUT = 15.0
 READ_TIMEOUT = 60.0
 ATTEMPTS = 4  # tries in a row that make no progress before giving up
@@ -290,7 +291,7 @@ def _parse_content_range(value: str | None) -> tuple[int, int | None] | None:
 
 
 def _body(r) -> Iterator[bytes]:
-    """The raw body of a streamed response in chunks of up to CHUNK bytes.
+    """The raw body of a streamed response in chunks of about BODY_CHUNK bytes.
 
     Unlike `iter_content`, bytes read before a dropped connection are yielded before the
     error is raised, so a resume starts exactly where the data stopped.
@@ -306,7 +307,7 @@ def _body(r) -> Iterator[bytes]:
             if not b:
                 break
             buf += b
-            if len(buf) >= CHUNK:
+            if len(buf) >= BODY_CHUNK:
                 yield bytes(buf)
                 buf.clear()
     except (Urllib3Error, OSError) as e:

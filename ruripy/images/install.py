@@ -276,9 +276,9 @@ def _extract_from_pipe(
 
     with open(rfd, "rb", buffering=CHUNK) as f:
         try:
-            stats = extract(f, rootfs, rootless=rootless, whiteouts=whiteouts)
-        except RuripyError as e:
-            raise RuripyError(f"{what}: {e}") from None
+            stats = extract(f, rootfs, rootless=rootless, whiteouts=whiteouts, label=what)
+        except RuripyError:
+            raise
         except MemoryError:
             raise
         except Exception as e:  # lzma, zlib, zstandard, tarfile errors from a bad archive
