@@ -261,7 +261,7 @@ def _child_main(fn, *args, err_fd: int = -1) -> None:
         msg = f"internal error: {type(e).__name__}: {e}"
     try:
         if err_fd >= 0:
-            os.write(err_fd, b"E" + msg.encode(errors="replace") + b";")
+            os.write(err_fd, b"E" + msg.encode(errors="replace") + b"\0")
         else:
             _say(msg)
     except OSError:
@@ -339,7 +339,7 @@ def _pid1(cfg: dict, argv, info_w: int, flt, host) -> None:
         # Safe: pid 1 holds no host fds now, and it keeps every capability of the user
         # namespace, so container processes (fewer capabilities) still cannot ptrace it.
         syscalls.prctl(syscalls.PR_SET_DUMPABLE, 1)
-    os.write(info_w, b"R;")
+    os.write(info_w, b"R\0")
     os.close(info_w)
     os.closerange(3, 1 << 16)
     _reaper(main_pid, shared_tty=os.isatty(0))
@@ -402,7 +402,7 @@ def start(cfg: dict, argv: list[str] | None, on_ready) -> int:
         os.close(go_w)
     info = _read_all(info_r).decode(errors="replace")
     os.close(info_r)
-    parts = info.split(";")
+    parts = info.split("\0")  # records end with NUL: messages may hold ";"
     errors = [p[1:] for p in parts if p.startswith("E")]
     started = [p[1:] for p in parts if p.startswith("P")]
     if errors or not started or "R" not in parts:
@@ -487,7 +487,7 @@ def _c1(cfg, argv, idmap, ready_w, go_r, info_w, flt, host) -> None:
         os.close(cfg["tty_sock"])
     ns = _own_namespaces()  # pid_for_children is readable only once a child exists
     nsinfo = "".join(f",{k}={v}" for k, v in ns.items())
-    os.write(info_w, f"P{c2}{nsinfo};".encode())
+    os.write(info_w, f"P{c2}{nsinfo}\0".encode())
     os.close(info_w)
     if cfg.get("detach"):
         os._exit(0)

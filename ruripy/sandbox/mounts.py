@@ -309,10 +309,30 @@ def _sys(rootfd: int, cfg: dict) -> None:
         os.close(fd)
 
 
-def _masks(rootfd: int, host: HostResources) -> None:
+def _thermal_throttle(rootfd: int) -> tuple[str, ...]:
+    """Each CPU's thermal_throttle folder (a side channel Docker masks too)."""
+    try:
+        fd = _reopen(rootfd, "/sys/devices/system/cpu", os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return ()
+    try:
+        names = os.listdir(fd)
+    finally:
+        os.close(fd)
+    return tuple(
+        f"sys/devices/system/cpu/{n}/thermal_throttle"
+        for n in sorted(names)
+        if n.startswith("cpu") and n[3:].isdigit()
+    )
+
+
+def _masks(rootfd: int, host: HostResources, unmask: bool = False) -> None:
+    """Masks (skipped with --unmask), then the read-only paths (always: with /proc/sys
+    writable, a privileged container's root could set the host's core_pattern)."""
     null = host.dev["null"]
     proc_magic = syscalls.PROC_SUPER_MAGIC
-    for path in MASKED_FILES + MASKED_DIRS + READ_ONLY:
+    masks = () if unmask else MASKED_FILES + MASKED_DIRS + _thermal_throttle(rootfd)
+    for path in masks + READ_ONLY:
         try:
             fd = _reopen(rootfd, "/" + path, os.O_PATH | os.O_NOFOLLOW)
         except FileNotFoundError:
@@ -424,8 +444,7 @@ def build_root(cfg: dict, host: HostResources) -> None:
         _proc(rootfd)
         _dev(rootfd, cfg, host)
         _sys(rootfd, cfg)
-        if not cfg.get("unmask"):
-            _masks(rootfd, host)
+        _masks(rootfd, host, bool(cfg.get("unmask")))
         _binds(rootfd, host)
         if host.resolv is not None and not cfg.get("read_only"):
             _resolv_conf(rootfd, host.resolv)
