@@ -1,0 +1,248 @@
+"""Fixtures for the adversarial container tests (security.md section 8).
+
+* `sec_probe`: tests/probes/sec_probe.c compiled statically with gcc, so it runs inside a
+  busybox rootfs; the tests skip, naming the reason, when gcc or the static libc is missing.
+* `mode_runner(mode)`: one CLI runner per mode ("rootless", "privileged") for the whole
+  session, each with its own storage root, so containers can be shared between tests.
+* `sbox`: a container "box" made from a busybox rootfs with the probe at /bin/sec_probe,
+  shared by every test of the session for each mode (the tests only read from it, or start
+  and stop it). `make_box(runner, name, customize)` makes a private one when a test needs
+  a hostile rootfs.
+
+Containers are imported from tarballs whose members belong to uid 0, the way images come.
+"""
+
+import marshal
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+from conftest import TEST_ROOT, TEST_USER, Runner, busybox_rootfs
+
+PROBES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "probes")
+MODES = ("rootless", "privileged")
+
+
+def _tmpdir(prefix: str, owner: pwd.struct_passwd | None = None, mode: int = 0o755) -> str:
+    os.makedirs(TEST_ROOT, exist_ok=True)
+    os.chmod(TEST_ROOT, 0o755)
+    d = tempfile.mkdtemp(prefix=prefix, dir=TEST_ROOT)
+    os.chmod(d, mode)
+    if owner is not None:
+        os.chown(d, owner.pw_uid, owner.pw_gid)
+    return d
+
+
+def _rm(path: str) -> None:
+    subprocess.run(["rm", "-rf", "--one-file-system", path], check=False)
+
+
+@pytest.fixture(scope="session")
+def sec_probe():
+    """The static probe binary (path on the host)."""
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    if gcc is None:
+        pytest.skip("gcc is not installed: the container probes are compiled at test time")
+    d = _tmpdir("sec-probe.")
+    out = os.path.join(d, "sec_probe")
+    r = subprocess.run(
+        [gcc, "-O1", "-Wall", "-static", "-o", out, os.path.join(PROBES, "sec_probe.c")],
+        capture_output=True,
+        text=True,
+    )
+    if r.returncode != 0:
+        pytest.skip(
+            "cannot build a static probe (is libc6-dev with libc.a installed?): "
+            + r.stderr.strip()[-400:]
+        )
+    os.chmod(out, 0o755)
+    yield out
+    _rm(d)
+
+
+@pytest.fixture(scope="session")
+def _runners(src_copy):
+    made: dict[str, Runner] = {}
+    homes: list[str] = []
+
+    def get(mode: str) -> Runner:
+        if mode in made:
+            return made[mode]
+        if os.geteuid() != 0:
+            pytest.skip("the security tests start as root (and switch to the test user)")
+        if mode == "privileged":
+            home = _tmpdir("sec-home-root.", mode=0o700)
+            made[mode] = Runner(src_copy, home, None)
+        else:
+            try:
+                user = pwd.getpwnam(TEST_USER)
+            except KeyError:
+                pytest.skip(f"unprivileged test user {TEST_USER} is missing: run tests/setup.sh")
+            parent = _tmpdir("sec-home-user.", owner=user)
+            home = os.path.join(parent, "home")
+            os.mkdir(home, 0o700)
+            os.chown(home, user.pw_uid, user.pw_gid)
+            homes.append(parent)
+            made[mode] = Runner(src_copy, home, user)
+        homes.append(made[mode].home)
+        return made[mode]
+
+    yield get
+    for r in made.values():  # stop whatever a failed test left running
+        for f in os.listdir(r.host_path("state")) if os.path.isdir(r.host_path("state")) else ():
+            if f.endswith(".rec"):
+                r("stop", "-t", "1", f[:-4], timeout=30)
+    for h in homes:
+        _rm(h)
+
+
+@pytest.fixture(scope="session")
+def mode_runner(_runners):
+    """mode_runner("rootless" | "privileged") -> the session's Runner for that mode."""
+    return _runners
+
+
+def make_rootfs(path: str, probe: str) -> str:
+    busybox_rootfs(path)
+    shutil.copy2(probe, os.path.join(path, "bin", "sec_probe"))
+    return path
+
+
+class Box:
+    """A container of one runner, with helpers to run the CLI against it."""
+
+    def __init__(self, runner: Runner, name: str) -> None:
+        self.runner = runner
+        self.name = name
+        self.mode = "rootless" if runner.rootless else "privileged"
+
+    @property
+    def rootless(self) -> bool:
+        return self.runner.rootless
+
+    @property
+    def rootfs(self) -> str:
+        return self.runner.host_path("containers", self.name, "rootfs")
+
+    @property
+    def root_uid(self) -> int:
+        """Host uid of the container's root."""
+        return self.runner.user.pw_uid if self.rootless else 0
+
+    def __call__(self, command: str, *args: str, **kw) -> subprocess.CompletedProcess:
+        """`ruripy COMMAND NAME ARGS...`."""
+        return self.runner(command, self.name, *args, **kw)
+
+    def run(self, *args: str, **kw) -> subprocess.CompletedProcess:
+        return self.runner("run", self.name, *args, **kw)
+
+    def probe(self, *checks: str, opts=(), command: str = "run", **kw) -> dict[str, str]:
+        """Run the probe in the container (run or exec) and return {check: result}."""
+        r = self.runner(command, self.name, *opts, "--", "/bin/sec_probe", *checks, **kw)
+        assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
+        return parse_probe(r.stdout)
+
+    def state(self) -> dict:
+        with open(self.runner.host_path("state", self.name + ".rec"), "rb") as f:
+            return marshal.load(f)
+
+    def start(self) -> None:
+        r = self.runner("start", self.name)
+        assert r.returncode == 0, r.stderr
+
+    def stop(self) -> None:
+        self.runner("stop", "-t", "2", self.name, timeout=60)
+
+
+def parse_probe(out: str) -> dict[str, str]:
+    results = {}
+    for line in out.splitlines():
+        check, _, result = line.rpartition(" ")
+        if check:
+            results[check] = result
+    return results
+
+
+def import_box(runner: Runner, name: str, rootfs: str) -> Box:
+    """Import the folder `rootfs` as container `name` through a tarball owned by uid 0."""
+    tar = rootfs.rstrip("/") + ".tar"
+    subprocess.run(
+        ["tar", "--numeric-owner", "--owner=0", "--group=0", "-C", rootfs, "-cf", tar, "."],
+        check=True,
+    )
+    os.chmod(tar, 0o644)
+    r = runner("import", name, tar)
+    assert r.returncode == 0, r.stderr
+    os.unlink(tar)
+    return Box(runner, name)
+
+
+@pytest.fixture(scope="session")
+def make_box(sec_probe):
+    """make_box(runner, name, customize=None) -> Box: a private container for one test.
+
+    `customize(path)` may change the busybox rootfs (with the probe) before it is imported.
+    """
+    dirs: list[str] = []
+
+    def make(runner: Runner, name: str, customize=None) -> Box:
+        d = _tmpdir(f"sec-rootfs-{name}.")
+        dirs.append(d)
+        path = make_rootfs(os.path.join(d, "rootfs"), sec_probe)
+        if customize is not None:
+            customize(path)
+        return import_box(runner, name, path)
+
+    yield make
+    for d in dirs:
+        _rm(d)
+
+
+@pytest.fixture(scope="session")
+def _shared_boxes(mode_runner, make_box):
+    made: dict[str, Box] = {}
+
+    def get(mode: str) -> Box:
+        if mode not in made:
+            made[mode] = make_box(mode_runner(mode), "box")
+        return made[mode]
+
+    return get
+
+
+@pytest.fixture(params=MODES)
+def sbox(request, _shared_boxes) -> Box:
+    """The shared container "box" (busybox + /bin/sec_probe), once per mode."""
+    return _shared_boxes(request.param)
+
+
+@pytest.fixture
+def pbox(_shared_boxes) -> Box:
+    """The shared privileged container "box"."""
+    return _shared_boxes("privileged")
+
+
+@pytest.fixture
+def rbox(_shared_boxes) -> Box:
+    """The shared rootless container "box"."""
+    return _shared_boxes("rootless")
+
+
+def host_pid_of(container_pid_ns: int, cmdline_part: bytes) -> int | None:
+    """Host pid of a process in the pid namespace `container_pid_ns` whose command line
+    contains `cmdline_part` (for checks from the host side)."""
+    for e in os.listdir("/proc"):
+        if not e.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{e}/ns/pid").st_ino != container_pid_ns:
+                continue
+            with open(f"/proc/{e}/cmdline", "rb") as f:
+                if cmdline_part in f.read():
+                    return int(e)
+        except OSError:
+            continue
+    return None
