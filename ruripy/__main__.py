@@ -102,6 +102,12 @@ def main() -> None:
             sys.stderr.flush()
         finally:
             os._exit(code)
+    if args and args[0] == "__complete":  # shell completion at TAB time: names only, no typer
+        from .completion import answer
+
+        code = answer(args[1:])
+        sys.stdout.flush()
+        os._exit(code)
     from .cli import main as cli_main
 
     cli_main()

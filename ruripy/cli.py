@@ -517,6 +517,19 @@ def config_cmd(
         sys.stdout.write(profile.dumps(prof))
 
 
+# -- everyday use ----------------------------------------------------------------------------
+
+
+@app.command("completion")
+def completion_cmd(
+    shell: Annotated[str, typer.Argument(help="bash, zsh or fish.", metavar="SHELL")],
+) -> None:
+    """Print the completion script for SHELL (README: 'Shell completion' says where it goes)."""
+    from . import completion
+
+    sys.stdout.write(completion.generate(shell))
+
+
 def main() -> None:
     """Run the typer app, turning RuripyError into one line on stderr and status 125."""
     try:
