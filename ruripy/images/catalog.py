@@ -141,9 +141,14 @@ def load() -> dict[str, Entry]:
 
 
 def close_matches(word: str, choices: list[str], n: int = 5) -> list[str]:
+    """Choices that contain `word` (rocky -> rockylinux), then similar spellings."""
     by_lower = {c.lower(): c for c in choices}
-    hits = difflib.get_close_matches(word.lower(), list(by_lower), n=n, cutoff=0.5)
-    return [by_lower[h] for h in hits]
+    w = word.lower()
+    hits = [c for c in by_lower if len(w) >= 3 and w in c]
+    for h in difflib.get_close_matches(w, list(by_lower), n=n, cutoff=0.6):
+        if h not in hits:
+            hits.append(h)
+    return [by_lower[h] for h in hits[:n]]
 
 
 def entry(name: str) -> Entry:
