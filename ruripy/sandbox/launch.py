@@ -52,10 +52,14 @@ def _read_all(fd: int) -> bytes:
         out.append(b)
 
 
-def _starttime(pid: int) -> int:
+def _starttime(pid: int) -> int | None:
+    """Start time of `pid` (clock ticks since boot); None once it has exited (a zombie)."""
     with open(f"/proc/{pid}/stat", "rb") as f:
         data = f.read()
-    return int(data[data.rindex(b")") + 2 :].split()[19])
+    fields = data[data.rindex(b")") + 2 :].split()
+    if fields[0] in (b"Z", b"X"):
+        return None
+    return int(fields[19])
 
 
 def boot_id() -> str:
@@ -294,8 +298,9 @@ def _reaper(main_pid: int | None, shared_tty: bool) -> None:
                 _stop_all(info.si_signo)
             continue
         if info.si_code in SI_USER_CODES or not shared_tty:
+            # SIGTERM (ruripy stop, or a kill of the caller) is for the whole container.
             try:
-                os.kill(main_pid, info.si_signo)
+                os.kill(-1 if info.si_signo == 15 else main_pid, info.si_signo)
             except ProcessLookupError:
                 pass
 
@@ -360,7 +365,9 @@ def start(cfg: dict, argv: list[str] | None, on_ready) -> int:
     if idmap and idmap.warning():
         _say(idmap.warning()[len("ruripy: ") :])
     host = mounts.HostResources(cfg)  # opens and checks host files before any namespace
-    flt = seccomp.prepare(cfg.get("seccomp") or "default", cfg.get("deny_syscall") or ())
+    flt = seccomp.prepare(
+        cfg.get("seccomp") or "default", cfg.get("deny_syscall") or (), caps=cfg.get("cap_keep")
+    )
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
     info_r, info_w = os.pipe2(os.O_CLOEXEC)
@@ -565,7 +572,9 @@ def check_alive(state: dict) -> int | None:
 
 def join(state: dict, pidfd: int, cfg: dict, argv: list[str]) -> int:
     """Run `argv` in the running container `state` describes (pidfd pins its init)."""
-    flt = seccomp.prepare(cfg.get("seccomp") or "default", cfg.get("deny_syscall") or ())
+    flt = seccomp.prepare(
+        cfg.get("seccomp") or "default", cfg.get("deny_syscall") or (), caps=cfg.get("cap_keep")
+    )
     flags = (
         syscalls.CLONE_NEWNS | syscalls.CLONE_NEWPID | syscalls.CLONE_NEWUTS | syscalls.CLONE_NEWIPC
     )
