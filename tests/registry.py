@@ -463,7 +463,9 @@ class ImageBuilder:
 
     def read_index(self) -> dict:
         with open(os.path.join(self.layout, "index.json")) as f:
-            return json.load(f)
+            index = json.load(f)
+        index["manifests"] = index.get("manifests") or []
+        return index
 
     def descriptor(self, tag: str) -> dict:
         for d in self.read_index()["manifests"]:

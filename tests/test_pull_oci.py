@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import socket
+import subprocess
 import tempfile
 
 import pytest
@@ -699,6 +700,23 @@ def test_zstd_plain_and_gzip_layers_and_pull_by_digest(reg, privileged):
     assert meta["config"] == {"env": ["PATH=/bin"], "command": ["/bin/sh"]}
 
 
+@pytest.mark.registry
+def test_whiteout_of_a_nested_folder(reg, runner):
+    """`rm -rf usr/lib/old` in a later layer: a deep folder and its tree disappear."""
+    lower = make_tar(
+        [("usr/", None), ("usr/lib/", None), ("usr/lib/old/", None), ("usr/lib/old/sub/", None),
+         ("usr/lib/old/sub/f", b"f"), ("usr/lib/keep", b"k"), ("usr/lib/link", None)]
+    )  # fmt: skip
+    upper = make_tar([("usr/lib/.wh.old", b""), ("usr/lib/.wh.link", b""), ("usr/lib/new", b"n")])
+    layers = [(gzip.compress(lower), "application/vnd.oci.image.layer.v1.tar+gzip"),
+              (gzip.compress(upper), "application/vnd.oci.image.layer.v1.tar+gzip")]  # fmt: skip
+    registry.push_image(reg.plain.url, "test/rmdir", "1", layers)
+    ref = f"{reg.plain.host}/test/rmdir:1"
+    r = runner("pull", f"docker://{ref}", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert sorted(os.listdir(f"{rootfs_of(runner, ref)}/usr/lib")) == ["keep", "new"]
+
+
 def _tar_gz(entries):
     return gzip.compress(make_tar(entries))
 
@@ -845,3 +863,64 @@ def test_manifest_checks(reg, privileged):
     for t in (oci.OCI_INDEX, oci.DOCKER_LIST, oci.OCI_MANIFEST, oci.DOCKER_MANIFEST):
         assert t in oci.ACCEPT
     assert_nothing_installed(privileged)
+
+
+def tree(root: str) -> dict:
+    """path -> (type and mode, uid, gid, size, link target or content sha256)."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            if os.path.islink(p):
+                what = os.readlink(p)
+            elif os.path.isfile(p):
+                with open(p, "rb") as f:
+                    what = hashlib.sha256(f.read()).hexdigest()
+            else:
+                what = None
+            size = st.st_size if not os.path.isdir(p) else 0
+            out[os.path.relpath(p, root)] = (oct(st.st_mode), st.st_uid, st.st_gid, size, what)
+    return out
+
+
+@pytest.mark.registry
+def test_same_tree_as_umoci(reg, privileged, workdir):
+    """ruripy's rootfs equals `skopeo copy` + `umoci unpack` of the same image, entry by entry."""
+    ref = f"{reg.plain.host}/test/busybox:single"
+    r = privileged("pull", f"docker://{ref}", "--quiet")
+    assert r.returncode == 0, r.stderr
+    layout = os.path.join(workdir, "oracle")
+    bundle = os.path.join(workdir, "bundle")
+    subprocess.run(
+        ["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{ref}",
+         f"oci:{layout}:x"],
+        check=True,
+    )  # fmt: skip
+    subprocess.run(["umoci", "unpack", "--image", f"{layout}:x", bundle], check=True)
+    ours, theirs = tree(rootfs_of(privileged, ref)), tree(os.path.join(bundle, "rootfs"))
+    assert ours.keys() == theirs.keys()
+    assert {k: v for k, v in ours.items() if v != theirs[k]} == {}
+    assert len(ours) > 10
+
+
+@pytest.mark.registry
+def test_unchanged_image_is_not_pulled_again(reg, privileged):
+    """A second pull of the same reference asks with HEAD only (free on Docker Hub)."""
+    ref = f"{reg.plain.host}/test/busybox:latest"
+    assert privileged("pull", f"docker://{ref}", "--quiet").returncode == 0
+    first = image_json(privileged, ref)
+    mark = reg.plain.mark()
+    r = privileged("pull", f"docker://{ref}")
+    assert r.returncode == 0, r.stderr
+    assert "up to date" in r.stderr
+    assert reg.plain.since(mark) == [("HEAD", "/v2/test/busybox/manifests/latest", 200, "-")]
+    assert image_json(privileged, ref)["created"] == first["created"]
+    # Another platform of the same reference is a new pull.
+    mark = reg.plain.mark()
+    r = privileged("pull", f"docker://{ref}", "--arch", "arm64", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert any(m == "GET" for m, *_ in reg.plain.since(mark))
+    assert read(f"{rootfs_of(privileged, ref)}/etc/arch") == (
+        "host\n" if HOST.architecture == "arm64" else "arm64-v8\n"
+    )
