@@ -1,13 +1,13 @@
 # bash completion for ruripy. Generated from the CLI by 'python -m ruripy.completion --write': do not edit.
 # Install: ruripy completion bash > ~/.local/share/bash-completion/completions/ruripy
-_ruripy_commands="pull,images,rmi,search,create,import,export,run,exec,start,stop,ps,list,ls,rm,rename,clone,config,completion"
+_ruripy_commands="pull,images,rmi,search,create,import,export,run,exec,start,stop,ps,list,ls,rm,rename,clone,config,doctor,completion"
 _ruripy_global="--version,--help,-h"
 
 # _ruripy_spec CMD: its options, those taking a value, and its positional kinds.
 _ruripy_spec() {
     case $1 in
         pull) opts="--name,--arch,--mirror,--insecure,--quiet,-q,--json,--help,-h" vopts="--name,--arch,--mirror" args="catalog+file" ;;
-        images|ps|list|ls) opts="--json,--help,-h" vopts="" args="" ;;
+        images|ps|list|ls|doctor) opts="--json,--help,-h" vopts="" args="" ;;
         rmi) opts="--force,-f,--help,-h" vopts="" args="images..." ;;
         search) opts="--mirror,--arch,--json,--help,-h" vopts="--mirror,--arch" args="-" ;;
         create) opts="--ruri-config,--backend,--user,-u,--workdir,-w,--env,-e,--bind,-b,--hostname,--net,--read-only,--cap-add,--cap-drop,--seccomp,--deny-syscall,--unmask,--no-new-privs,--allow-new-privs,--arch,--memory,--cpus,--pids-limit,--tty,-t,--help,-h" vopts="--ruri-config,--backend,--user,-u,--workdir,-w,--env,-e,--bind,-b,--hostname,--net,--cap-add,--cap-drop,--seccomp,--deny-syscall,--arch,--memory,--cpus,--pids-limit" args="- images" ;;

@@ -114,6 +114,9 @@ function __ruripy_spec
         case config
             echo '--set,--unset'
             echo 'containers'
+        case doctor
+            echo ''
+            echo '-'
         case completion
             echo ''
             echo 'w:bash,zsh,fish'
@@ -141,6 +144,7 @@ complete -c ruripy -n 'not __ruripy_cmd >/dev/null' -a rm -d 'Remove containers 
 complete -c ruripy -n 'not __ruripy_cmd >/dev/null' -a rename -d 'Rename a stopped container.'
 complete -c ruripy -n 'not __ruripy_cmd >/dev/null' -a clone -d 'Copy a container (instant with overlay: only its changes are copied).'
 complete -c ruripy -n 'not __ruripy_cmd >/dev/null' -a config -d 'Show a container\'s profile, or edit it with --set and --unset.'
+complete -c ruripy -n 'not __ruripy_cmd >/dev/null' -a doctor -d 'Check what this host allows (user namespaces, id maps, overlayfs, ...) and how to fix what it lacks.'
 complete -c ruripy -n 'not __ruripy_cmd >/dev/null' -a completion -d 'Print the completion script for SHELL (README: \'Shell completion\' says where it goes).'
 complete -c ruripy -n '__ruripy_cmd_is pull' -l name -d 'Also create container NAME from the image.' -x
 complete -c ruripy -n '__ruripy_cmd_is pull' -l arch -d 'Architecture to pull (amd64, arm64, armhf, ...; default: this machine\'s).' -x -a 'amd64 arm64 armhf armel i386 riscv64 ppc64el s390x loong64'
@@ -244,6 +248,8 @@ complete -c ruripy -n '__ruripy_cmd_is config' -l set -d 'Set KEY=VALUE in the p
 complete -c ruripy -n '__ruripy_cmd_is config' -l unset -d 'Reset KEY to its default (repeatable).' -x -a 'backend user workdir env bind hostname net read_only cap_add cap_drop seccomp deny_syscall unmask no_new_privs arch memory cpus pids_limit tty command entrypoint'
 complete -c ruripy -n '__ruripy_cmd_is config' -l json -d 'JSON output.'
 complete -c ruripy -n '__ruripy_cmd_is config' -l help -s h -d 'Show this message and exit.'
+complete -c ruripy -n '__ruripy_cmd_is doctor' -l json -d 'JSON output.'
+complete -c ruripy -n '__ruripy_cmd_is doctor' -l help -s h -d 'Show this message and exit.'
 complete -c ruripy -n '__ruripy_cmd_is completion' -l help -s h -d 'Show this message and exit.'
 complete -c ruripy -n '__ruripy_at catalog+file' -f -a '(__ruripy_names catalog)'
 complete -c ruripy -n '__ruripy_at catalog+file; and string match -qr -- \'^[./~]|/\' (commandline -ct)' -F

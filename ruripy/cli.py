@@ -520,6 +520,19 @@ def config_cmd(
 # -- everyday use ----------------------------------------------------------------------------
 
 
+@app.command("doctor")
+def doctor_cmd(json_: Annotated[bool, typer.Option("--json", help="JSON output.")] = False) -> None:
+    """Check what this host allows (user namespaces, id maps, overlayfs, ...) and how to fix
+    what it lacks. Exits 0 even when something is missing."""
+    from . import doctor
+
+    checks = doctor.run_checks()
+    if json_:
+        print_json(doctor.as_json(checks))
+    else:
+        sys.stdout.write(doctor.report(checks))
+
+
 @app.command("completion")
 def completion_cmd(
     shell: Annotated[str, typer.Argument(help="bash, zsh or fish.", metavar="SHELL")],
