@@ -1,0 +1,1 @@
+"""Getting root filesystems: catalogs, downloads, extraction and export."""
