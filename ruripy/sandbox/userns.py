@@ -100,7 +100,8 @@ class UsernsCall:
                     os.kill(pid, 9)
                     self._reap()
                     raise
-            os.write(go_w, b"1")
+                # Only a rootless child waits for this; root's may be gone already (EPIPE).
+                os.write(go_w, b"1")
         finally:
             os.close(ready_r)
             os.close(go_w)
