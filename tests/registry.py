@@ -86,6 +86,7 @@ class RegistryProcess:
         token: TokenServer | None = None,
         htpasswd: dict[str, str] | None = None,
         redirect_to: str | None = None,
+        tls: bool = False,
     ) -> None:
         os.makedirs(workdir, exist_ok=True)
         self.workdir = workdir
@@ -102,6 +103,16 @@ class RegistryProcess:
             "  addr: 127.0.0.1:0",
             f"  secret: {os.urandom(16).hex()}",
         ]
+        self.cert_path = None
+        if tls:
+            self.cert_path = os.path.join(workdir, "tls.crt")
+            key = os.path.join(workdir, "tls.key")
+            _run(
+                "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                "-out", self.cert_path, "-days", "3650", "-subj", "/CN=127.0.0.1",
+                "-addext", "subjectAltName=IP:127.0.0.1",
+            )  # fmt: skip
+            lines += ["  tls:", f"    certificate: {self.cert_path}", f"    key: {key}"]
         if token is not None:
             lines += [
                 "auth:",
@@ -137,7 +148,7 @@ class RegistryProcess:
         )
         self.port = self._wait_port()
         self.host = f"127.0.0.1:{self.port}"
-        self.url = f"http://{self.host}"
+        self.url = f"{'https' if tls else 'http'}://{self.host}"
 
     def _wait_port(self) -> int:
         deadline = time.monotonic() + 15
@@ -424,6 +435,73 @@ class _FakeHandler(_QuietHandler):
         headers = dict(headers)
         ctype = headers.pop("Content-Type", "application/json")
         self.send_body(status, body, ctype, headers)
+
+    do_HEAD = do_GET
+
+
+class CuttingProxy(_Server):
+    """Forwards to a registry, but cuts the first download of each large blob in half.
+
+    Records (method, path, Range header, status) per request, so a test can see the
+    downloader come back with `Range: bytes=N-` and get 206.
+    """
+
+    def __init__(self, upstream: str, cut_over: int = 4096) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.cut_over = cut_over
+        self.cut: set[str] = set()
+        self.requests: list[tuple[str, str, str | None, int]] = []
+        self.lock = threading.Lock()
+        self.session = requests.Session()
+        super().__init__(partial(_ProxyHandler, self))
+        self.host = f"127.0.0.1:{self.port}"
+
+
+_PASS_UP = ("Authorization", "Accept", "Range", "If-Range", "User-Agent")
+_PASS_DOWN = (
+    "Content-Type", "Content-Range", "Docker-Content-Digest", "ETag", "Accept-Ranges",
+    "WWW-Authenticate", "Location", "Docker-Distribution-Api-Version",
+)  # fmt: skip
+
+
+class _ProxyHandler(_QuietHandler):
+    def __init__(self, server_obj: CuttingProxy, *args, **kw) -> None:
+        self.proxy = server_obj
+        super().__init__(*args, **kw)
+
+    def do_GET(self) -> None:
+        px = self.proxy
+        headers = {k: self.headers[k] for k in _PASS_UP if self.headers.get(k)}
+        r = px.session.request(
+            self.command, px.upstream + self.path, headers=headers, allow_redirects=False
+        )
+        body = r.content
+        with px.lock:
+            px.requests.append((self.command, self.path, self.headers.get("Range"), r.status_code))
+            cut = (
+                self.command == "GET"
+                and "/blobs/" in self.path
+                and r.status_code == 200
+                and len(body) > px.cut_over
+                and self.path not in px.cut
+            )
+            if cut:
+                px.cut.add(self.path)
+        self.send_response(r.status_code)
+        for k in _PASS_DOWN:
+            if r.headers.get(k):
+                self.send_header(k, r.headers[k])
+        self.send_header("Content-Length", r.headers.get("Content-Length", str(len(body))))
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        if cut:
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
+        self.wfile.write(body)
 
     do_HEAD = do_GET
 

@@ -120,9 +120,8 @@ def test_scheme_https_unless_loopback_or_insecure():
     assert oci.Registry(oci.parse_reference("docker://localhost:5000/a")).base == (
         "http://localhost:5000"
     )
-    assert oci.Registry(oci.parse_reference("docker://10.1.1.1:5000/a"), insecure=True).base == (
-        "http://10.1.1.1:5000"
-    )
+    insecure = oci.Registry(oci.parse_reference("docker://10.1.1.1:5000/a"), insecure=True)
+    assert insecure.base == "https://10.1.1.1:5000" and insecure.session.verify is False
     assert oci.Registry(oci.parse_reference("docker://10.1.1.1:5000/a")).base == (
         "https://10.1.1.1:5000"
     )
@@ -335,6 +334,10 @@ class Fixtures:
             )
         )
         self.fake = self._start(registry.FakeRegistry())
+        self.cutter = self._start(registry.CuttingProxy(self.plain.url))
+        self.tls = self._start(
+            registry.RegistryProcess(os.path.join(root, "tls"), self.storage, tls=True)
+        )
         self.build()
 
     def _start(self, server):
@@ -924,3 +927,40 @@ def test_unchanged_image_is_not_pulled_again(reg, privileged):
     assert read(f"{rootfs_of(privileged, ref)}/etc/arch") == (
         "host\n" if HOST.architecture == "arm64" else "arm64-v8\n"
     )
+
+
+@pytest.mark.registry
+def test_tls_registry_and_insecure(reg, runner, workdir):
+    """Loopback https is found by itself; a self-signed certificate needs --insecure."""
+    ref = f"docker://{reg.tls.host}/test/busybox:single"
+    fails(runner("pull", ref), "TLS with the registry", "--insecure")
+    assert_nothing_installed(runner)
+    r = runner("pull", ref, "--insecure", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert read(f"{rootfs_of(runner, ref[9:])}/etc/added") == "added\n"
+    for p in (reg.tls.cert_path, reg.tls.workdir, reg.root):
+        os.chmod(p, 0o755 if os.path.isdir(p) else 0o644)
+    other = fresh(runner, workdir, "ca")
+    r = other("pull", ref, "--quiet", env={"REQUESTS_CA_BUNDLE": reg.tls.cert_path})
+    assert r.returncode == 0, r.stderr
+    # --insecure also reaches a plain-http registry (https is tried first).
+    r = other("pull", f"docker://{reg.plain.host}/test/busybox:single", "--insecure", "--quiet")
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.registry
+def test_resume_after_the_connection_drops(reg, runner):
+    """Each layer's first download breaks off halfway; the pull resumes it with Range."""
+    ref = f"{reg.cutter.host}/test/busybox:single"
+    reg.cutter.cut.clear()
+    seen = len(reg.cutter.requests)
+    r = runner("pull", f"docker://{ref}", "--quiet")
+    assert r.returncode == 0, r.stderr
+    log = reg.cutter.requests[seen:]
+    big = [p for m, p, rng, st in log if "/blobs/" in p and st == 200 and p in reg.cutter.cut]
+    assert big, log
+    for path in big:
+        again = [(rng, st) for m, p, rng, st in log if p == path and rng]
+        assert len(again) == 1 and again[0][1] == 206 and again[0][0].startswith("bytes="), log
+    assert read(f"{rootfs_of(runner, ref)}/etc/arch") == "host\n"
+    assert_cache_consistent(runner)

@@ -590,10 +590,18 @@ class Registry:
     def __init__(self, ref: Reference, *, insecure: bool = False) -> None:
         self.ref = ref
         self.insecure = insecure
-        plain = insecure or is_loopback(ref.api_host)
+        # Loopback: plain http (switching to https if the server says it speaks TLS).
+        # --insecure: https without certificate checks first, then plain http.
+        plain = is_loopback(ref.api_host) and not insecure
         self.base = f"{'http' if plain else 'https'}://{ref.api_host}"
+        self.may_switch = True  # until the first answer shows which scheme works
         self.session = requests.Session()
         self.session.headers["User-Agent"] = f"ruripy/{__version__}"
+        if insecure:
+            import urllib3
+
+            self.session.verify = False
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         self.credentials = find_credentials(ref)
         self.auth = RegistryAuth(
             urlsplit(self.base).netloc, ref.repository, self.credentials, insecure, self.session
@@ -609,12 +617,15 @@ class Registry:
         for attempt in range(3):
             try:
                 resp = self.session.request(method, url, **kw)
-            except requests.exceptions.SSLError as e:
-                raise RuripyError(
-                    f"TLS with the registry {self.ref.api_host} failed ({_reason(e)}); if it "
-                    "serves plain http, add --insecure."
-                ) from None
             except (requests.ConnectionError, requests.Timeout) as e:
+                if self.insecure and self.may_switch and self.base.startswith("https:"):
+                    url = self._switch(url, "http")
+                    continue
+                if isinstance(e, requests.exceptions.SSLError):
+                    raise RuripyError(
+                        f"TLS with the registry {self.ref.api_host} failed ({_reason(e)}); "
+                        "add --insecure if you trust it (a self-signed certificate or plain http)."
+                    ) from None
                 if attempt == 2:
                     raise RuripyError(
                         f"cannot reach the registry {self.ref.api_host}: {_reason(e)}. Check the "
@@ -622,6 +633,15 @@ class Registry:
                     ) from None
                 time.sleep(0.3 * (attempt + 1))
                 continue
+            if (
+                resp.status_code == 400
+                and self.may_switch
+                and self.base.startswith("http:")
+                and b"HTTPS server" in resp.content[:200]
+            ):
+                url = self._switch(url, "https")
+                continue
+            self.may_switch = False
             if resp.status_code in (429, 502, 503, 504) and attempt < 2:
                 delay = resp.headers.get("Retry-After", "")
                 resp.close()
@@ -629,6 +649,13 @@ class Registry:
                 continue
             return resp
         raise AssertionError("unreachable")
+
+    def _switch(self, url: str, scheme: str) -> str:
+        """Use `scheme` for this registry from now on; `url` rewritten to match."""
+        old = self.base
+        self.base = f"{scheme}://{self.ref.api_host}"
+        self.may_switch = False
+        return self.base + url[len(old) :] if url.startswith(old) else url
 
     def denied(self) -> RuripyError:
         return RuripyError(
