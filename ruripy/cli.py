@@ -265,17 +265,28 @@ def search_cmd(
 # -- containers ------------------------------------------------------------------------------
 
 
+RURI_CONFIG_HELP = (
+    "Start the profile from a ruri config file (ruri -D); keys ruripy cannot honour are "
+    "named in warnings. Options given here go on top."
+)
+
+
 @app.command("create")
 @with_runtime_options()
 def create_cmd(
     name: Annotated[str, typer.Argument(help="Name of the new container.")],
     image: Annotated[str, typer.Argument(help="A pulled image (see 'ruripy images').")],
     given: dict,
+    ruri_config: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--ruri-config", help=RURI_CONFIG_HELP, metavar="FILE"),
+    ] = None,
 ) -> None:
     """Create a container from a pulled image (an overlay over it: instant, almost no disk)."""
     from . import containers
 
-    containers.create(name, image, given)
+    base = containers.ruri_profile(ruri_config) if ruri_config else None
+    containers.create(name, image, given, base)
     print(name)
 
 
@@ -285,11 +296,16 @@ def import_cmd(
     name: Annotated[str, typer.Argument(help="Name of the new container.")],
     source: Annotated[str, typer.Argument(help="A rootfs folder or tarball.")],
     given: dict,
+    ruri_config: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--ruri-config", help=RURI_CONFIG_HELP, metavar="FILE"),
+    ] = None,
 ) -> None:
     """Create a container from a rootfs folder or tarball (.tar, .gz, .xz, .zst, .bz2)."""
     from . import containers
 
-    containers.import_(name, source, given)
+    base = containers.ruri_profile(ruri_config) if ruri_config else None
+    containers.import_(name, source, given, base)
     print(name)
 
 
@@ -462,22 +478,28 @@ def rm_cmd(
 def rename_cmd(
     old: Annotated[str, typer.Argument(help="Current name.")],
     new: Annotated[str, typer.Argument(help="New name.")],
+    force: Annotated[
+        bool, typer.Option("--force", "-f", help="Rename it even while it runs.")
+    ] = False,
 ) -> None:
     """Rename a stopped container."""
     from . import containers
 
-    containers.rename(old, new)
+    containers.rename(old, new, force)
 
 
 @app.command("clone")
 def clone_cmd(
     src: Annotated[str, typer.Argument(help="The container to copy.")],
     new: Annotated[str, typer.Argument(help="Name of the copy.")],
+    force: Annotated[
+        bool, typer.Option("--force", "-f", help="Copy it even while it runs.")
+    ] = False,
 ) -> None:
     """Copy a container (instant with overlay: only its changes are copied)."""
     from . import containers
 
-    containers.clone(src, new)
+    containers.clone(src, new, force)
     print(new)
 
 

@@ -66,27 +66,14 @@ def remove_tree(path: str) -> None:
 
 
 def find_image(store: Store, ref: str) -> tuple[str, dict]:
-    """(id, image.json) of the pulled image `ref`: its full name, or a unique prefix."""
-    images = store.image_names()
-    for i, meta in images:
-        if meta.get("name") == ref:
-            return i, meta
-    matches = [
-        (i, m)
-        for i, m in images
-        if str(m.get("name", "")).startswith(ref + ":")
-        or str(m.get("name", "")).endswith("/" + ref)
-        or str(m.get("name", "")).split("/")[-1] == ref
-    ]
-    if len(matches) == 1:
-        return matches[0]
-    if len(matches) > 1:
-        names = ", ".join(sorted(m["name"] for _, m in matches))
-        raise RuripyError(f"image {ref!r} is ambiguous: {names}; give the full name.")
-    raise RuripyError(f"no image {ref!r}; pull it first with 'ruripy pull {ref}'.")
+    """(id, image.json) of the pulled image `ref`, found the way `rmi` finds it."""
+    from .images.install import find_image as find
+
+    return find(store, ref)
 
 
-def _overlay_probe(lower: str, upper: str, work: str, target: str) -> bool:
+def _overlay_works(lower: str, upper: str, work: str, target: str) -> bool:
+    """Mount the overlay once in a private mount namespace of this (helper) process."""
     syscalls.unshare(syscalls.CLONE_NEWNS)
     syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
     opts = f"lowerdir={lower},upperdir={upper},workdir={work}"
@@ -105,9 +92,18 @@ def _in_userns() -> bool:
         return f.read().split() != ["0", "0", "4294967295"]
 
 
-def _mkdirs_inside(paths: list[str]) -> None:
-    for p in paths:
-        os.mkdir(p, 0o755)
+def _make_root_inside(lower: str, staging: str, overlay: bool, rootless: bool) -> str:
+    """In the user namespace: the container's root folders; "overlay" when the kernel
+    mounts an overlay over `lower` here, else a full copy of it ("copy")."""
+    dirs = [os.path.join(staging, d) for d in ("rootfs", "upper", "work")]
+    for d in dirs:
+        os.mkdir(d, 0o755)
+    if overlay and _overlay_works(lower, dirs[1], dirs[2], dirs[0]):
+        return "overlay"
+    for d in dirs:
+        _remove_tree_inside(d)
+    _copy_inside(lower, dirs[0], rootless)
+    return "copy"
 
 
 def _copy_inside(src: str, dst: str, rootless: bool) -> dict:
@@ -117,6 +113,25 @@ def _copy_inside(src: str, dst: str, rootless: bool) -> dict:
     return {}
 
 
+def _cleanup_stale(store: Store) -> None:
+    """Remove staging folders that killed ruripy commands left in tmp/."""
+    from .images.install import cleanup_stale
+
+    cleanup_stale(store)
+
+
+def _warn(message: str) -> None:
+    os.write(2, f"ruripy: warning: {message}\n".encode(errors="replace"))
+
+
+def ruri_profile(path: str) -> dict:
+    """The profile a ruri config file (`ruri -D`) describes; warns about what is not kept."""
+    prof, notes = profile.from_ruri_config(path)
+    for note in notes:
+        _warn(f"{path}: {note}")
+    return prof
+
+
 def _check_path_chars(path: str) -> None:
     if any(c in path for c in ",:\\\n"):
         raise RuripyError(
@@ -124,20 +139,21 @@ def _check_path_chars(path: str) -> None:
         )
 
 
-def _initial_profile(image_config: dict | None, given: dict) -> dict:
-    prof = options.defaults()
+def _initial_profile(image_config: dict | None, given: dict, base: dict | None = None) -> dict:
+    """Defaults (or `base`, e.g. from a ruri config), then the image's config, then `given`."""
+    prof = dict(base) if base else options.defaults()
     cfg = image_config or {}
-    base = {}
+    from_image = {}
     if cfg.get("env"):
-        base["env"] = [e for e in cfg["env"] if "=" in e]
+        from_image["env"] = [e for e in cfg["env"] if "=" in e]
     for key in ("command", "entrypoint"):
         if cfg.get(key):
-            base[key] = list(cfg[key])
+            from_image[key] = list(cfg[key])
     if cfg.get("workdir"):
-        base["workdir"] = cfg["workdir"]
+        from_image["workdir"] = cfg["workdir"]
     if cfg.get("user"):
-        base["user"] = cfg["user"]
-    prof = options.merge(prof, {k: options.check_value(k, v) for k, v in base.items()})
+        from_image["user"] = cfg["user"]
+    prof = options.merge(prof, {k: options.check_value(k, v) for k, v in from_image.items()})
     return options.merge(prof, given)
 
 
@@ -150,29 +166,27 @@ def _finish(store: Store, name: str, staging: str, record: dict, prof: dict) -> 
     os.rename(staging, dest)
 
 
-def create(name: str, image_ref: str, given: dict) -> dict:
-    """Make container `name` from a pulled image: an overlay, or a copy where that fails."""
+def create(name: str, image_ref: str, given: dict, base: dict | None = None) -> dict:
+    """Make container `name` from a pulled image: an overlay, or a copy where that fails.
+
+    `base` is a profile to start from (a ruri config); the image's settings and `given`
+    (options on the command line) go on top. RURIPY_TEST_NO_OVERLAY=1 forces the copy.
+    """
     check_name(name)
     store = Store().ensure()
     _check_path_chars(store.root)
     image_id, meta = find_image(store, image_ref)
     lower = store.path("images", image_id, "rootfs")
+    prof = _initial_profile(meta.get("config"), given, base)
+    lifecycle.backend_of(prof)
+    _cleanup_stale(store)
+    overlay = os.environ.get("RURIPY_TEST_NO_OVERLAY") != "1"
     with store.lock(name):
         if store.container_exists(name):
             raise RuripyError(f"container {name} already exists; pick another name or remove it.")
-        prof = _initial_profile(meta.get("config"), given)
-        lifecycle.backend_of(prof)
         staging = store.staging_dir(name)
         try:
-            dirs = [os.path.join(staging, d) for d in ("rootfs", "upper", "work")]
-            run_in_userns(_mkdirs_inside, dirs)
-            storage = "overlay"
-            if not run_in_userns(_overlay_probe, lower, dirs[1], dirs[2], dirs[0]):
-                storage = "copy"
-                remove_tree(dirs[1])
-                remove_tree(dirs[2])
-                remove_tree(dirs[0])
-                run_in_userns(_copy_inside, lower, dirs[0], os.geteuid() != 0)
+            storage = run_in_userns(_make_root_inside, lower, staging, overlay, os.geteuid() != 0)
             record = {
                 "name": name,
                 "image": meta.get("name"),
@@ -193,18 +207,23 @@ def _extract_file_inside(path: str, dst: str, rootless: bool) -> dict:
     os.mkdir(dst, 0o755)
     with open(path, "rb") as f:
         stats = extract(f, dst, rootless=rootless)
-    return {"skipped_devices": int(stats.get("skipped_devices", 0))}
+    skipped = stats.get("skipped_devices") or 0
+    return {"skipped_devices": len(skipped) if isinstance(skipped, list) else int(skipped)}
 
 
-def import_(name: str, source: str, given: dict) -> dict:
-    """Make container `name` from a rootfs folder or tarball (a full copy, no image)."""
+def import_(name: str, source: str, given: dict, base: dict | None = None) -> dict:
+    """Make container `name` from a rootfs folder or tarball (a full copy, no image).
+
+    `base` is a profile to start from (a ruri config); `given` goes on top.
+    """
     check_name(name)
     store = Store().ensure()
     src = os.path.abspath(source)
     if not os.path.exists(src):
         raise RuripyError(f"{source} does not exist; give a rootfs folder or tarball.")
-    prof = options.merge(options.defaults(), given)
+    prof = options.merge(dict(base) if base else options.defaults(), given)
     lifecycle.backend_of(prof)
+    _cleanup_stale(store)
     with store.lock(name):
         if store.container_exists(name):
             raise RuripyError(f"container {name} already exists; pick another name or remove it.")
@@ -216,11 +235,11 @@ def import_(name: str, source: str, given: dict) -> dict:
                 run_in_userns(_copy_inside, src, dst, rootless)
             else:
                 stats = run_in_userns(_extract_file_inside, src, dst, rootless)
-                if stats.get("skipped_devices"):
-                    os.write(
-                        2,
-                        f"ruripy: skipped {stats['skipped_devices']} device node(s): a "
-                        "rootless container gets /dev from the host.\n".encode(),
+                n = stats.get("skipped_devices")
+                if n and rootless:
+                    _warn(
+                        f"skipped {n} device node{'s' if n != 1 else ''} in {source} (a "
+                        "rootless container gets /dev from ruripy at run time)."
                     )
             record = {
                 "name": name,
@@ -237,43 +256,70 @@ def import_(name: str, source: str, given: dict) -> dict:
     return record
 
 
+def _refuse_running(store: Store, name: str, what: str, force_does: str) -> None:
+    found = lifecycle.running(store, name, locked=True)
+    if found:
+        os.close(found[1])
+        raise RuripyError(
+            f"container {name} is running; stop it before {what} it ('ruripy stop {name}') "
+            f"or use --force to {force_does}."
+        )
+
+
 def remove(name: str, force: bool = False) -> None:
+    """Delete container `name`; a running one only with `force`, which stops it first."""
     check_name(name)
     store = Store().ensure()
     store.container_info(name)
-    if lifecycle.running(store, name):
-        if not force:
-            raise RuripyError(
-                f"container {name} is running; stop it first ('ruripy stop {name}') or use --force."
-            )
-        lifecycle.stop(name, 10)
+    _cleanup_stale(store)
     with store.lock(name):
-        src = store.container_dir(name)
+        store.container_info(name)
+        if force:
+            lifecycle.stop_locked(store, name, 10)
+        else:
+            _refuse_running(store, name, "removing", "stop and remove it")
         trash = store.staging_dir(f"rm-{name}")
-        os.rename(src, os.path.join(trash, "c"))
-        remove_tree(trash)
-        for f in (store.state_path(name),):
-            try:
-                os.unlink(f)
-            except FileNotFoundError:
-                pass
+        os.rename(store.container_dir(name), os.path.join(trash, "c"))
+        try:
+            os.unlink(store.state_path(name))
+        except FileNotFoundError:
+            pass
+    remove_tree(trash)
 
 
-def rename(old: str, new: str) -> None:
+def _two_locks(store: Store, a: str, b: str):
+    """Both containers' locks, always taken in name order (no deadlock)."""
+    import contextlib
+
+    stack = contextlib.ExitStack()
+    for n in sorted({a, b}):
+        stack.enter_context(store.lock(n))
+    return stack
+
+
+def rename(old: str, new: str, force: bool = False) -> None:
+    """Rename a container; a running one only with `force` (its state moves along)."""
     check_name(old)
     check_name(new)
     store = Store().ensure()
     store.container_info(old)
-    first, second = sorted((old, new))
-    with store.lock(first), store.lock(second):
-        if store.container_exists(new):
-            raise RuripyError(f"container {new} already exists; pick another name.")
-        if lifecycle.running(store, old):
-            raise RuripyError(f"container {old} is running; stop it before renaming it.")
+    if old == new:
+        raise RuripyError(f"container {old} already has that name.")
+    with _two_locks(store, old, new):
         rec = store.container_info(old)
-        rec["name"] = new
-        write_record(os.path.join(store.container_dir(old), "container.rec"), rec)
+        if store.container_exists(new) or os.path.lexists(store.container_dir(new)):
+            raise RuripyError(f"container {new} already exists; pick another name.")
+        found = lifecycle.running(store, new, locked=True)  # clean a stale state of `new`
+        if found:
+            os.close(found[1])
+            raise RuripyError(f"a container named {new} is running; pick another name.")
+        if not force:
+            _refuse_running(store, old, "renaming", "rename it while it runs")
         os.rename(store.container_dir(old), store.container_dir(new))
+        if os.path.lexists(store.state_path(old)):
+            os.rename(store.state_path(old), store.state_path(new))
+        rec["name"] = new
+        write_record(os.path.join(store.container_dir(new), "container.rec"), rec)
 
 
 def _clone_inside(src_dir: str, dst_dir: str, storage: str, rootless: bool) -> dict:
@@ -291,14 +337,22 @@ def _clone_inside(src_dir: str, dst_dir: str, storage: str, rootless: bool) -> d
     return {}
 
 
-def clone(src: str, new: str) -> dict:
+def clone(src: str, new: str, force: bool = False) -> dict:
+    """Copy container `src` as `new` (with overlay only upper/ is copied); a running source
+    only with `force` (its files are copied as they are at that moment)."""
     check_name(src)
     check_name(new)
     store = Store().ensure()
-    rec = store.container_info(src)
-    with store.lock(new):
+    store.container_info(src)
+    if src == new:
+        raise RuripyError(f"container {new} already exists; pick another name.")
+    _cleanup_stale(store)
+    with _two_locks(store, src, new):
+        rec = store.container_info(src)
         if store.container_exists(new):
             raise RuripyError(f"container {new} already exists; pick another name.")
+        if not force:
+            _refuse_running(store, src, "cloning", "copy it while it runs")
         prof = profile.load_cached(store.container_dir(src))
         staging = store.staging_dir(new)
         try:
@@ -313,26 +367,32 @@ def clone(src: str, new: str) -> dict:
     return new_rec
 
 
-def _du_inside(paths: list[str]) -> int:
-    total = 0
-    seen = set()
-    for p in paths:
-        if not os.path.isdir(p):
-            continue
-        for _, dirnames, filenames, dirfd in os.fwalk(p):
-            for n in filenames + dirnames:
-                try:
-                    st = os.stat(n, dir_fd=dirfd, follow_symlinks=False)
-                except OSError:
-                    continue
-                if (st.st_dev, st.st_ino) in seen:
-                    continue
-                seen.add((st.st_dev, st.st_ino))
-                total += st.st_blocks * 512
-    return total
+def _du_inside(trees: dict) -> dict:
+    """{name: bytes on disk} for {name: [folders]}; hard links are counted once per name."""
+    out = {}
+    for name, paths in trees.items():
+        total = 0
+        seen = set()
+        for p in paths:
+            if not os.path.isdir(p):
+                continue
+            for _, dirnames, filenames, dirfd in os.fwalk(p):
+                for n in filenames + dirnames:
+                    try:
+                        st = os.stat(n, dir_fd=dirfd, follow_symlinks=False)
+                    except OSError:
+                        continue
+                    if (st.st_dev, st.st_ino) in seen:
+                        continue
+                    seen.add((st.st_dev, st.st_ino))
+                    total += st.st_blocks * 512
+        out[name] = total
+    return out
 
 
 def listing(store: Store, sizes: bool = True) -> list[dict]:
+    """Every container: name, image, backend, storage, created, status and size on disk
+    (the copy-on-write layer of an overlay container, the whole root of a copy)."""
     running = dict(lifecycle.running_states(store))
     out = []
     for name in store.container_names():
@@ -353,14 +413,20 @@ def listing(store: Store, sizes: bool = True) -> list[dict]:
             item["backend"] = lifecycle.backend_of(prof)
         except RuripyError:
             item["backend"] = "?"
-        if sizes:
-            try:
-                item["size"] = run_in_userns(
-                    _du_inside, [os.path.join(cdir, d) for d in ("upper", "rootfs")]
-                )
-            except RuripyError:
-                item["size"] = None
         out.append(item)
+    if sizes and out:
+        trees = {
+            i["name"]: [
+                os.path.join(store.container_dir(i["name"]), d) for d in ("upper", "rootfs")
+            ]
+            for i in out
+        }
+        try:
+            found = run_in_userns(_du_inside, trees)
+        except RuripyError:
+            found = {}
+        for i in out:
+            i["size"] = found.get(i["name"])
     return out
 
 

@@ -10,16 +10,19 @@ import time
 
 from . import options, profile
 from .errors import RuripyError
-from .sandbox import caps, launch
+from .sandbox import binfmt, caps, cgroups, launch, proot
 from .store import Store, read_record, write_record
 
 
-def backend_of(prof: dict) -> str:
-    """The backend a container runs with here: privileged for root, rootless otherwise."""
+def backend_of(prof: dict, store: Store | None = None) -> str:
+    """The backend a container runs with here: privileged for root; rootless otherwise, or
+    proot once this boot's kernel was found refusing user namespaces (sandbox/proot.py)."""
     wanted = prof.get("backend") or "auto"
     root = os.geteuid() == 0
     if wanted == "auto":
-        return "privileged" if root else "rootless"
+        if root:
+            return "privileged"
+        return "proot" if proot.userns_blocked((store or Store()).path("cache")) else "rootless"
     if wanted == "privileged" and not root:
         raise RuripyError(
             "backend privileged needs root; run ruripy with sudo, or use --backend rootless."
@@ -28,30 +31,20 @@ def backend_of(prof: dict) -> str:
         raise RuripyError(
             "backend rootless is for non-root callers; as root ruripy uses the privileged backend."
         )
-    if wanted == "proot":
-        raise RuripyError("the proot backend is not available in this version; use --backend auto.")
     return wanted
 
 
-def _unsupported(prof: dict) -> None:
-    host = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
-    if prof.get("arch") and prof["arch"] != host:
-        raise RuripyError(
-            f"running a {prof['arch']} rootfs on a {host} host needs qemu-user support, "
-            "which this version does not have yet."
-        )
-    for key in ("memory", "cpus", "pids_limit"):
-        if prof.get(key) is not None:
-            raise RuripyError(
-                f"--{key.replace('_', '-')} is not supported by this version yet; "
-                f"remove it with 'ruripy config NAME --unset {key}'."
-            )
+def _host_support(store: Store, cfg: dict, prof: dict) -> None:
+    """Foreign architectures (qemu through binfmt_misc, or proot -q) and resource limits
+    (a cgroup plan, made just before the start): checked here, on the host side."""
+    cfg.update(binfmt.plan(prof.get("arch"), cfg["rootfs"], cfg["backend"]))
+    cfg["cgroups"] = cgroups.prepare(cfg["name"], prof)
+    cfg["cache_dir"] = store.path("cache")
 
 
 def launch_plan(store: Store, name: str, info: dict, prof: dict) -> dict:
     """Plain data the sandbox needs to start container `name`."""
-    _unsupported(prof)
-    backend = backend_of(prof)
+    backend = backend_of(prof, store)
     cdir = store.container_dir(name)
     cfg = {k: prof.get(k) for k in options.BY_KEY}
     cfg.update(
@@ -62,6 +55,7 @@ def launch_plan(store: Store, name: str, info: dict, prof: dict) -> dict:
             backend == "privileged", prof.get("cap_add") or (), prof.get("cap_drop") or ()
         ),
         term=os.environ.get("TERM") or "xterm",
+        backend=backend,
     )
     if info.get("storage") == "overlay":
         cfg.update(
@@ -69,7 +63,51 @@ def launch_plan(store: Store, name: str, info: dict, prof: dict) -> dict:
             upper=os.path.join(cdir, "upper"),
             work=os.path.join(cdir, "work"),
         )
+    _host_support(store, cfg, prof)
     return cfg
+
+
+def _launch(cfg: dict, argv: list[str] | None, ready) -> int:
+    """Start with the plan's backend. The container's cgroups live while it runs (for a
+    detached start, until stop)."""
+    cgroups.create(cfg.get("cgroups"))
+    detached = False
+
+    def on_ready(state: dict) -> None:
+        state["cgroups"] = cfg.get("cgroups")
+        ready(state)
+
+    try:
+        if cfg["backend"] == "proot":
+            attach = lambda pid: cgroups.attach(cfg.get("cgroups"), pid)  # noqa: E731
+            return proot.run(cfg, argv, on_ready, launch._environment, attach)
+        status = launch.start(cfg, argv, on_ready)
+        detached = bool(cfg.get("detach"))
+        return status
+    finally:
+        if not detached:
+            cgroups.remove(cfg.get("cgroups"))
+
+
+def _userns_fallback(store: Store, prof: dict, cfg: dict) -> bool:
+    """After a failed rootless start under `auto`: True when the kernel refuses user
+    namespaces and proot is installed (remembered for this boot: later runs go straight
+    to proot)."""
+    if cfg["backend"] != "rootless" or (prof.get("backend") or "auto") != "auto":
+        return False
+    if proot.find_proot() is None:
+        return False
+    return proot.note_userns_blocked(store.path("cache"))
+
+
+def _proot_session(store: Store, name: str, overrides: dict, argv: list[str] | None) -> int:
+    """exec, or run on a running container, under proot: there are no namespaces to join,
+    so a new proot session starts in the same root."""
+    info, prof = _load(store, name)
+    prof = options.merge(prof, overrides)
+    cfg = launch_plan(store, name, info, prof)
+    launch._say(f"note: proot has no namespaces to join; this is a new proot session in {name}.")
+    return _launch(cfg, _command(prof, argv), lambda state: None)
 
 
 def _command(prof: dict, argv: list[str] | None) -> list[str] | None:
@@ -80,23 +118,47 @@ def _command(prof: dict, argv: list[str] | None) -> list[str] | None:
     return cmd or None
 
 
-def running(store: Store, name: str) -> tuple[dict, int] | None:
-    """(state, pidfd) of a running container; a stale state file is removed."""
+def running(store: Store, name: str, locked: bool = False) -> tuple[dict, int] | None:
+    """(state, pidfd) of a running container, else None; stale state is removed.
+
+    `locked`: the caller holds the container's lock. Without it the stale state is removed
+    only when the lock is free (a start holding it may be writing a fresh state).
+    """
     path = store.state_path(name)
     if not os.path.lexists(path):
         return None
-    try:
-        state = read_record(path)
-    except (OSError, RuripyError):
-        state = {}
+    state = _read_state(path)
     pidfd = launch.check_alive(state)
-    if pidfd is None:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
+    if pidfd is not None:
+        return state, pidfd
+    cgroups.remove(state.get("cgroups"), timeout=0)  # a dead container's own (empty) cgroups
+    if locked:
+        _unlink(path)
         return None
-    return state, pidfd
+    try:
+        with store.lock(name, wait=False):
+            again = launch.check_alive(_read_state(path))
+            if again is None:
+                _unlink(path)
+            else:
+                os.close(again)
+    except RuripyError:
+        pass  # busy: its holder decides
+    return None
+
+
+def _read_state(path: str) -> dict:
+    try:
+        return read_record(path)
+    except (OSError, RuripyError):
+        return {}
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _drop_state(store: Store, name: str, pid: int) -> None:
@@ -132,10 +194,13 @@ def run(name: str, overrides: dict, argv: list[str] | None) -> int:
     prof = options.merge(prof, overrides)
     lock = store.lock(name).__enter__()
     try:
-        found = running(store, name)
+        found = running(store, name, locked=True)
         if found:
             lock.__exit__()
             state, pidfd = found
+            if state.get("backend") == "proot":
+                os.close(pidfd)
+                return _proot_session(store, name, overrides, argv)
             return launch.join(state, pidfd, _exec_cfg(state, overrides), _command(prof, argv))
         cfg = launch_plan(store, name, info, prof)
         cfg["close_fds"] = (lock.fd,)
@@ -143,13 +208,19 @@ def run(name: str, overrides: dict, argv: list[str] | None) -> int:
 
         def ready(state: dict) -> None:
             state["since"] = int(time.time())
-            state["backend"] = "rootless" if cfg["rootless"] else "privileged"
+            state["backend"] = cfg["backend"]
             write_record(store.state_path(name), state)
             started["pid"] = state["pid"]
             lock.__exit__()
 
         try:
-            return launch.start(cfg, _command(prof, argv), ready)
+            try:
+                return _launch(cfg, _command(prof, argv), ready)
+            except RuripyError:
+                if "pid" in started or not _userns_fallback(store, prof, cfg):
+                    raise
+            cfg = launch_plan(store, name, info, prof)  # proot now
+            return _launch(cfg, _command(prof, argv), ready)
         finally:
             if "pid" in started:
                 _drop_state(store, name, started["pid"])
@@ -162,11 +233,16 @@ def exec_(name: str, overrides: dict, argv: list[str]) -> int:
     store = Store().ensure()
     store.container_info(name)
     found = running(store, name)
-    if not found:
+    if found and found[0].get("backend") == "proot":
+        os.close(found[1])
+        found = None
+    elif not found and backend_of(_load(store, name)[1], store) != "proot":
         raise RuripyError(
             f"container {name} is not running; start it with 'ruripy start {name}' "
             f"or 'ruripy run {name}'."
         )
+    if not found:
+        return _proot_session(store, name, overrides, argv)
     state, pidfd = found
     return launch.join(state, pidfd, _exec_cfg(state, overrides), argv)
 
@@ -176,20 +252,26 @@ def start(name: str) -> bool:
     store = Store().ensure()
     info, prof = _load(store, name)
     with store.lock(name) as lock:
-        found = running(store, name)
+        found = running(store, name, locked=True)
         if found:
             os.close(found[1])
             return False
+        if backend_of(prof, store) == "proot":
+            raise RuripyError(
+                f"the proot backend cannot keep {name} running in the background (proot has "
+                f"no init to keep); use 'ruripy run {name}': each run and exec is its own "
+                "proot session."
+            )
         cfg = launch_plan(store, name, info, prof)
         cfg["detach"] = True
         cfg["close_fds"] = (lock.fd,)
 
         def ready(state: dict) -> None:
             state["since"] = int(time.time())
-            state["backend"] = "rootless" if cfg["rootless"] else "privileged"
+            state["backend"] = cfg["backend"]
             write_record(store.state_path(name), state)
 
-        launch.start(cfg, None, ready)
+        _launch(cfg, None, ready)
     return True
 
 
@@ -198,15 +280,21 @@ def stop(name: str, timeout: float = 10) -> bool:
     store = Store().ensure()
     store.container_info(name)
     with store.lock(name):
-        found = running(store, name)
-        if not found:
-            return False
-        state, pidfd = found
-        try:
-            launch.stop(state, pidfd, timeout)
-        finally:
-            os.close(pidfd)
-        _drop_state(store, name, state["pid"])
+        return stop_locked(store, name, timeout)
+
+
+def stop_locked(store: Store, name: str, timeout: float) -> bool:
+    """stop() for a caller that holds the container's lock."""
+    found = running(store, name, locked=True)
+    if not found:
+        return False
+    state, pidfd = found
+    try:
+        (proot.stop if state.get("backend") == "proot" else launch.stop)(state, pidfd, timeout)
+    finally:
+        os.close(pidfd)
+    _drop_state(store, name, state["pid"])
+    cgroups.remove(state.get("cgroups"))
     return True
 
 
