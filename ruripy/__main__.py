@@ -93,8 +93,80 @@ def fast(command: str, args: list[str]) -> int:
     return 125
 
 
+def setid_problem() -> str | None:
+    """Why ruripy refuses to run set-id (P0-N6): real and effective ids must be equal.
+
+    Python cannot be made safe setuid (PYTHONPATH, PYTHONHOME, site packages ...).
+    """
+    ruid, euid, _ = os.getresuid()
+    rgid, egid, _ = os.getresgid()
+    if ruid != euid or rgid != egid:
+        return (
+            f"refusing to run with real and effective ids that differ (uid {ruid}/{euid}, "
+            f"gid {rgid}/{egid}): ruripy must never be setuid or setgid; run it as yourself, "
+            "or as root with sudo."
+        )
+    return None
+
+
+SEALED = "_RURIPY_SEALED"  # set for the one re-execution from the sealed copy
+MFD_EXEC = 0x10  # Linux 6.3+: the memfd may be executed even under vm.memfd_noexec=1
+
+
+def sealed_reexec() -> None:
+    """As root, re-execute from a sealed memfd copy of the interpreter (P0-E8).
+
+    CVE-2019-5736: a container's root can make the process that executes the container's
+    program run its own binary again (`#!/proc/self/exe`) and then write to that binary
+    through /proc/PID/exe. Every ruripy process that enters a container descends from this
+    one, so running from a private, sealed, unwritable copy leaves no host file to write.
+    """
+    if os.readlink("/proc/self/exe").startswith("/memfd:ruripy"):
+        os.environ.pop(SEALED, None)
+        return
+    if os.environ.get(SEALED):
+        _fail("could not re-execute from a sealed copy of the interpreter; refusing to go on.")
+    import fcntl
+
+    try:
+        src = os.open("/proc/self/exe", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            flags = os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING
+            try:
+                fd = os.memfd_create("ruripy", flags | MFD_EXEC)
+            except OSError:  # kernels before 6.3 know no MFD_EXEC
+                fd = os.memfd_create("ruripy", flags)
+            size = os.fstat(src).st_size
+            done = 0
+            while done < size:
+                n = os.sendfile(fd, src, done, size - done)
+                if n == 0:
+                    raise OSError(5, "short copy of the interpreter")
+                done += n
+        finally:
+            os.close(src)
+        fcntl.fcntl(
+            fd,
+            fcntl.F_ADD_SEALS,
+            fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE,
+        )
+        env = dict(os.environ)
+        env[SEALED] = "1"
+        os.execve(f"/proc/self/fd/{fd}", [sys.executable, *sys.orig_argv[1:]], env)
+    except OSError as e:
+        _fail(
+            f"cannot run from a sealed copy of the interpreter ({e.strerror}), which privileged "
+            "containers need (CVE-2019-5736); check that vm.memfd_noexec is 0 or 1."
+        )
+
+
 def main() -> None:
+    problem = setid_problem()
+    if problem:
+        _fail(problem)
     args = sys.argv[1:]
+    if args and args[0] in ("run", "exec", "start") and os.geteuid() == 0:
+        sealed_reexec()
     if args and args[0] in ("run", "exec") and not any(a in ("--help", "-h") for a in args[1:3]):
         code = fast(args[0], args[1:])
         try:

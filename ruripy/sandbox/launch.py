@@ -25,6 +25,9 @@ WAITED = (17, *FORWARDED)  # plus CHLD
 SI_USER_CODES = (0, -1, -6)  # SI_USER, SI_QUEUE, SI_TKILL: sent with kill(), not the terminal
 NS_NAMES = ("user", "mnt", "pid", "uts", "ipc", "net")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Test hook (tests/security, P0-E7): C3 reports whether it is dumpable, then stops itself
+# inside the container before anything else, until a SIGCONT.
+TEST_PAUSE = os.environ.get("RURIPY_TEST_PAUSE") == "1"
 
 
 def _say(msg: str) -> None:
@@ -183,6 +186,10 @@ def _command(argv: list[str] | None) -> list[str]:
 
 def _become(cfg: dict, argv: list[str] | None, flt) -> None:
     """In C3, inside the container: user, capabilities, workdir, fds, seccomp, exec. No return."""
+    if TEST_PAUSE:
+        dumpable = syscalls.prctl(syscalls.PR_GET_DUMPABLE)
+        os.write(2, f"ruripy-test-pause pid={os.getpid()} dumpable={dumpable}\n".encode())
+        os.kill(os.getpid(), 19)  # SIGSTOP
     uid, gid, groups, home = resolve_user(cfg.get("user"))
     sock = cfg.get("tty_sock")
     if sock is not None:
@@ -612,6 +619,7 @@ def _join_child(state, pidfd, flags, cfg, argv, flt) -> None:
         if e.errno == 3:  # ESRCH: the init is gone
             raise RuripyError("the container is not running (its init has exited).") from None
         raise
+    os.close(pidfd)  # the command's process must not inherit it (P0-E5)
     if state.get("rootless"):
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
