@@ -26,8 +26,9 @@
  *                         sysrq-trigger and sys/kernel/core_pattern for writing; the result
  *                         names the first step that failed (step=ERRNO) or "mounted,..."
  *   exewatch:SECONDS      find another process whose /proc/PID/exe is a memfd or a python
- *                         interpreter, hold an O_PATH fd on it, wait for it to exit, then
- *                         reopen it for writing; writes one byte only to a memfd
+ *                         interpreter, hold an O_PATH fd on it, wait until the process
+ *                         exits or executes another program (alive=0), then reopen it for
+ *                         writing; writes one byte only to a memfd
  *   procopen:PID          open /proc/PID/exe, /proc/PID/mem, /proc/PID/fd/0 for reading
  *   tiocsti:TEXT          push TEXT into the input queue of the terminal on fd 0
  *   sleep:SECONDS         sleep
@@ -296,13 +297,22 @@ static void do_exewatch(const char *check, int seconds)
 	for (char *c = link; *c; c++)
 		if (*c == ' ' || *c == ',')
 			*c = '_';
-	/* Wait for the target to exit, then reopen its executable for writing. */
-	for (int i = 0; i < seconds * 100; i++) {
-		if (kill(target, 0) < 0 && errno == ESRCH)
-			break;
-		sleep_ms(10);
+	/* Wait until the target no longer runs that executable (it exited or exec'd another
+	 * program), then reopen the executable for writing. */
+	char first[4096], now[4096];
+	snprintf(path, sizeof path, "/proc/%d/exe", target);
+	ssize_t fl = readlink(path, first, sizeof first - 1);
+	first[fl > 0 ? fl : 0] = 0;
+	int alive = 1;
+	for (int i = 0; i < seconds * 100 && alive; i++) {
+		ssize_t m = readlink(path, now, sizeof now - 1);
+		now[m > 0 ? m : 0] = 0;
+		if ((kill(target, 0) < 0 && errno == ESRCH) || strcmp(now, first))
+			alive = 0;
+		else
+			sleep_ms(10);
 	}
-	int alive = !(kill(target, 0) < 0 && errno == ESRCH);
+	snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
 	int w = open(path, O_WRONLY | O_CLOEXEC);
 	int ew = errno;
 	const char *wres = "not-tried";

@@ -4,7 +4,8 @@
   busybox rootfs; the tests skip, naming the reason, when gcc or the static libc is missing.
 * `mode_runner(mode)`: one CLI runner per mode ("rootless", "privileged") for the whole
   session, each with its own storage root, so containers can be shared between tests.
-* `sbox`: a container "box" made from a busybox rootfs with the probe at /bin/sec_probe,
+* `sbox`: a container "box" made from a busybox rootfs with the probe at /bin/sec_probe
+  (and a setuid-root copy at /bin/suid_probe),
   shared by every test of the session for each mode (the tests only read from it, or start
   and stop it). `make_box(runner, name, customize)` makes a private one when a test needs
   a hostile rootfs.
@@ -18,6 +19,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+import time
 
 import pytest
 from conftest import TEST_ROOT, TEST_USER, Runner, busybox_rootfs
@@ -108,6 +110,8 @@ def mode_runner(_runners):
 def make_rootfs(path: str, probe: str) -> str:
     busybox_rootfs(path)
     shutil.copy2(probe, os.path.join(path, "bin", "sec_probe"))
+    shutil.copy2(probe, os.path.join(path, "bin", "suid_probe"))
+    os.chmod(os.path.join(path, "bin", "suid_probe"), 0o4755)  # setuid root (P0-C3)
     return path
 
 
@@ -145,8 +149,13 @@ class Box:
         assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
         return parse_probe(r.stdout)
 
-    def state(self) -> dict:
-        with open(self.runner.host_path("state", self.name + ".rec"), "rb") as f:
+    def state(self, wait: float = 10) -> dict:
+        """The state of the running container (waits for a `run` to write it)."""
+        path = self.runner.host_path("state", self.name + ".rec")
+        deadline = time.monotonic() + wait
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with open(path, "rb") as f:
             return marshal.load(f)
 
     def start(self) -> None:
@@ -229,6 +238,21 @@ def pbox(_shared_boxes) -> Box:
 def rbox(_shared_boxes) -> Box:
     """The shared rootless container "box"."""
     return _shared_boxes("rootless")
+
+
+def descendants(pid: int) -> list[int]:
+    """pid and all its descendants (from /proc/PID/task/*/children)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for t in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{t}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except OSError:
+            continue
+    return out
 
 
 def host_pid_of(container_pid_ns: int, cmdline_part: bytes) -> int | None:
