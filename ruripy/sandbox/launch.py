@@ -16,7 +16,7 @@ import _signal as sig
 import os
 
 from ..errors import RuripyError
-from . import caps, inroot, mounts, seccomp, syscalls, terminal
+from . import binfmt, caps, cgroups, inroot, mounts, seccomp, syscalls, terminal
 from .idmap import caller_idmap, userns_unavailable_reason
 
 # Signals P and pid 1 take over and pass on (runtime.md 6.3); job-control ones stay default.
@@ -326,6 +326,13 @@ def _stop_all(signo: int) -> None:
 
 
 def _pid1(cfg: dict, argv, info_w: int, flt, host) -> None:
+    # Foreign arch, rootless: qemu registered in this user namespace's own binfmt_misc
+    # while the host's files are still in view; pid 1 keeps the mount fd (binfmt.py).
+    keep = (
+        binfmt.register_private(cfg["binfmt"], cfg.get("binfmt_arch", ""))
+        if cfg.get("binfmt")
+        else -1
+    )
     mounts.build_root(cfg, host)
     if cfg.get("hostname"):
         syscalls.sethostname(cfg["hostname"])
@@ -353,7 +360,9 @@ def _pid1(cfg: dict, argv, info_w: int, flt, host) -> None:
         syscalls.prctl(syscalls.PR_SET_DUMPABLE, 1)
     os.write(info_w, b"R\0")
     os.close(info_w)
-    os.closerange(3, 1 << 16)
+    os.closerange(3, keep if keep > 0 else 1 << 16)
+    if keep > 0:
+        os.closerange(keep + 1, 1 << 16)
     _reaper(main_pid, shared_tty=os.isatty(0))
 
 
@@ -403,6 +412,7 @@ def start(cfg: dict, argv: list[str] | None, on_ready) -> int:
             raise RuripyError("the container could not start (see the message above).")
         if idmap:
             idmap.apply(c1)
+        cgroups.attach(cfg.get("cgroups"), c1)  # before anything of the container runs
         os.write(go_w, b"1")
     except BaseException:
         try:
@@ -567,14 +577,39 @@ def check_alive(state: dict) -> int | None:
     except OSError:
         return None
     try:
-        if state.get("boot_id") != boot_id() or _starttime(pid) != state.get("starttime"):
+        if (
+            state.get("boot_id") != boot_id()
+            or _starttime(pid) != state.get("starttime")
+            or not _in_container_namespaces(pid, state)
+        ):
             os.close(pidfd)
             return None
-        sig.pidfd_send_signal(pidfd, 0)
+        sig.pidfd_send_signal(pidfd, 0)  # still the process the checks were about
     except OSError:
         os.close(pidfd)
         return None
     return pidfd
+
+
+def _in_container_namespaces(pid: int, state: dict) -> bool:
+    """`pid` is in the namespaces recorded at start, and they are not the caller's own.
+
+    A recycled pid, or a state file naming an ordinary host process, fails here, before
+    anything joins it (P0-N3).
+    """
+    ns = state.get("ns")
+    if not isinstance(ns, dict):
+        return False
+    names = ("mnt", "pid", "uts", "ipc") + (("user",) if state.get("rootless") else ())
+    for n in names:
+        want = ns.get(n)
+        if not isinstance(want, int):
+            return False
+        if os.stat(f"/proc/{pid}/ns/{n}").st_ino != want:
+            return False
+        if os.stat(f"/proc/self/ns/{n}").st_ino == want:
+            return False
+    return True
 
 
 def join(state: dict, pidfd: int, cfg: dict, argv: list[str]) -> int:
