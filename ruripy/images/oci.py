@@ -658,9 +658,16 @@ class Registry:
         return self.base + url[len(old) :] if url.startswith(old) else url
 
     def denied(self) -> RuripyError:
+        where = f"{self.ref.registry}/{self.ref.repository}"
+        if self.credentials:
+            return RuripyError(
+                f"access to {where} was denied to user {self.credentials[0]!r} (from "
+                f"{self.credentials[2]}): the repository does not exist or that user may not "
+                "pull it."
+            )
         return RuripyError(
-            f"access to {self.ref.registry}/{self.ref.repository} was denied: the repository "
-            "does not exist or needs a login (docker login or podman login)."
+            f"access to {where} was denied: the repository does not exist or needs a login "
+            "(docker login or podman login)."
         )
 
     def get_manifest(self, reference: str, method: str = "GET") -> Manifest:
@@ -669,6 +676,7 @@ class Registry:
             method, self.url("manifests", reference), headers={"Accept": ACCEPT}, stream=True
         )
         what = f"{self.ref.registry}/{self.ref.repository}"
+        at = f"{what}{'@' if reference.startswith('sha256:') else ':'}{reference}"
         with resp:
             if resp.status_code in (401, 403):
                 if self.auth.basic:
@@ -692,7 +700,7 @@ class Registry:
             if resp.status_code != 200:
                 raise RuripyError(
                     f"the registry {self.ref.api_host} answered HTTP {resp.status_code} for the "
-                    f"manifest of {what}:{reference}."
+                    f"manifest of {at}."
                 )
             header_digest = resp.headers.get("Docker-Content-Digest", "").strip()
             ctype = resp.headers.get("Content-Type", "").split(";")[0].strip()
@@ -700,13 +708,13 @@ class Registry:
                 return Manifest(ctype, header_digest, b"", {})
             raw = resp.raw.read(MAX_MANIFEST + 1, decode_content=True)
         if len(raw) > MAX_MANIFEST:
-            raise RuripyError(f"the manifest of {what}:{reference} is larger than 4 MiB.")
+            raise RuripyError(f"the manifest of {at} is larger than 4 MiB.")
         expected = reference if reference.startswith("sha256:") else header_digest
         if expected:
             algo, _, want = expected.partition(":")
             if _hash(algo, raw) != want:
                 raise RuripyError(
-                    f"the manifest of {what}:{reference} does not match its digest {expected}; "
+                    f"the manifest of {at} does not match its digest {expected}; "
                     "the registry or the network corrupted it."
                 )
         digest = "sha256:" + hashlib.sha256(raw).hexdigest()
@@ -715,20 +723,20 @@ class Registry:
         try:
             doc = json.loads(raw)
         except ValueError:
-            raise RuripyError(f"the manifest of {what}:{reference} is not JSON.") from None
+            raise RuripyError(f"the manifest of {at} is not JSON.") from None
         if not isinstance(doc, dict):
-            raise RuripyError(f"the manifest of {what}:{reference} is not a JSON object.")
+            raise RuripyError(f"the manifest of {at} is not a JSON object.")
         if doc.get("schemaVersion") == 1:
             raise _schema1(what)
         mtype = doc.get("mediaType") or ctype
         if mtype not in INDEX_TYPES + MANIFEST_TYPES:
             # OCI allows a manifest without mediaType; the Content-Type then says what it is.
             raise RuripyError(
-                f"{what}:{reference} has an unsupported manifest type {mtype or '(none)'!r}; "
+                f"{at} has an unsupported manifest type {mtype or '(none)'!r}; "
                 "only OCI and Docker schema 2 images can be pulled."
             )
         if doc.get("schemaVersion") != 2:
-            raise RuripyError(f"the manifest of {what}:{reference} is not schemaVersion 2.")
+            raise RuripyError(f"the manifest of {at} is not schemaVersion 2.")
         return Manifest(mtype, digest, raw, doc)
 
     def repository_exists(self) -> bool:
@@ -742,27 +750,6 @@ class Registry:
 
     def blob_url(self, digest: str) -> str:
         return self.url("blobs", digest)
-
-    def get_small_blob(self, digest: str, limit: int = MAX_CONFIG) -> bytes:
-        """A small blob (the config) read into memory and verified."""
-        resp = self.request("GET", self.blob_url(digest), stream=True)
-        with resp:
-            if resp.status_code in (401, 403):
-                raise self.denied()
-            if resp.status_code != 200:
-                raise RuripyError(
-                    f"the registry {self.ref.api_host} answered HTTP {resp.status_code} for "
-                    f"blob {digest}."
-                )
-            raw = resp.raw.read(limit + 1, decode_content=True)
-        if len(raw) > limit:
-            raise RuripyError(f"blob {digest} is larger than {limit} bytes.")
-        algo, _, want = digest.partition(":")
-        if _hash(algo, raw) != want:
-            raise RuripyError(
-                f"blob {digest} does not match its digest; the download was corrupted."
-            )
-        return raw
 
 
 def _schema1(what: str) -> RuripyError:
@@ -1081,13 +1068,12 @@ def pull(
 
 def up_to_date(store, reg: Registry, want: Platform) -> dict | None:
     """The installed image.json when the registry still has the same digest (a free HEAD)."""
-    from ..store import read_json
+    from .install import image_by_name
 
-    path = os.path.join(store.image_dir(str(reg.ref)), "image.json")
-    try:
-        meta = read_json(path)
-    except (OSError, RuripyError):
+    found = image_by_name(store, str(reg.ref))
+    if found is None:
         return None
+    meta = dict(found[1], id=found[0], up_to_date=True)
     if meta.get("kind") != "oci" or meta.get("platform") != str(want) or not meta.get("digest"):
         return None
     if reg.ref.digest:
