@@ -103,10 +103,13 @@ def extract(
     x.keep_overlay = keep_overlay
     reader = None
     try:
-        reader = _Reader(_decompressed(stream, label))
+        inner, kind = _decompressed(stream, label)
+        reader = _Reader(inner)
         try:
             tf = tarfile.open(fileobj=reader, mode="r|", tarinfo=_Info)
         except tarfile.ReadError:
+            if kind and not reader.total:  # zstd ends quietly when its first frame is cut
+                raise _Corrupt(f"the {kind} data ends before any tar data") from None
             raise RuripyError(f"{label} is not a tar archive ({FORMATS}).") from None
         x.run(tf)
         while reader.read(CHUNK):  # the end blocks and padding: hashing readers want them
@@ -158,6 +161,7 @@ class _Reader:
         self.stop = threading.Event()
         self.buf = b""
         self.pos = 0
+        self.total = 0
         self.done = False
         self.thread = threading.Thread(target=self._pump, name="ruripy-unpack-read", daemon=True)
         self.thread.start()
@@ -192,6 +196,7 @@ class _Reader:
                 self.done = True
                 return b""
             self.buf, self.pos = item, 0
+            self.total += len(item)
         end = len(self.buf) if n is None or n < 0 else self.pos + n
         out = self.buf[self.pos : end]
         self.pos += len(out)
@@ -220,8 +225,8 @@ def _is_tar_header(block: bytes) -> bool:
     return want == total
 
 
-def _decompressed(stream, label: str):
-    """A reader of the tar bytes, whatever the compression; never seeks `stream`."""
+def _decompressed(stream, label: str) -> tuple:
+    """(reader of the tar bytes, compression name or None); never seeks `stream`."""
     head = b""
     while len(head) < 512:
         b = stream.read(512 - len(head))
@@ -232,25 +237,26 @@ def _decompressed(stream, label: str):
         raise RuripyError(f"{label} is empty, not a tar archive ({FORMATS}).")
     src = _Prefixed(head, stream)
     if _is_tar_header(head):
-        return src
+        return src, None
     kind = next((k for magic, k in _MAGIC if head.startswith(magic)), None)
     if kind == "gzip":
         import gzip
 
-        return gzip.GzipFile(fileobj=src, mode="rb")
+        return gzip.GzipFile(fileobj=src, mode="rb"), kind
     if kind == "xz":
         import lzma
 
-        return lzma.LZMAFile(src)
+        return lzma.LZMAFile(src), kind
     if kind == "bzip2":
         import bz2
 
-        return bz2.BZ2File(src)
+        return bz2.BZ2File(src), kind
     if kind == "zstd":
         import zstandard
 
-        return zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True)
-    return src  # tarfile tells whether this is a tar
+        reader = zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True)
+        return reader, kind
+    return src, None  # tarfile tells whether this is a tar
 
 
 class _Info(tarfile.TarInfo):
