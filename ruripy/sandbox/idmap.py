@@ -131,21 +131,18 @@ def caller_idmap() -> IdMap:
     return IdMap(uid, gid, ranges)
 
 
-def userns_unavailable_reason() -> str:
+def userns_unavailable_reason(sysctl: str = "/proc/sys") -> str:
     """Why creating a user namespace might fail on this host, with the fix."""
-    for path, want, fix in (
+    for name, want, fix in (
+        ("kernel/unprivileged_userns_clone", "1", "sysctl kernel.unprivileged_userns_clone=1"),
+        ("user/max_user_namespaces", None, "sysctl user.max_user_namespaces=15000"),
         (
-            "/proc/sys/kernel/unprivileged_userns_clone",
-            "1",
-            "sysctl kernel.unprivileged_userns_clone=1",
-        ),
-        ("/proc/sys/user/max_user_namespaces", None, "sysctl user.max_user_namespaces=15000"),
-        (
-            "/proc/sys/kernel/apparmor_restrict_unprivileged_userns",
+            "kernel/apparmor_restrict_unprivileged_userns",
             "0",
             "sysctl kernel.apparmor_restrict_unprivileged_userns=0",
         ),
     ):
+        path = f"{sysctl}/{name}"
         try:
             with open(path) as f:
                 val = f.read().strip()

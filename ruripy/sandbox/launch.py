@@ -200,9 +200,18 @@ def _become(cfg: dict, argv: list[str] | None, flt) -> None:
         os.login_tty(slave)
     keep = cfg["cap_keep"]
     caps.drop_bounding(keep)
-    os.setgroups(groups)
-    os.setresgid(gid, gid, gid)
-    os.setresuid(uid, uid, uid)  # for a non-root user the kernel clears the capabilities
+    try:
+        os.setgroups(groups)
+    except PermissionError:
+        pass  # setgroups is denied with a single-id map: there are no other groups then
+    try:
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)  # for a non-root user the kernel clears the capabilities
+    except OSError:
+        raise RuripyError(
+            f"user {uid}:{gid} is not mapped into this container (only your own id is, "
+            "without an /etc/subuid range); run as root inside or add a range."
+        ) from None
     if uid == 0:
         caps.apply(keep)
     else:
@@ -284,7 +293,12 @@ def _child_main(fn, *args, err_fd: int = -1) -> None:
 
 
 def _reaper(main_pid: int | None, shared_tty: bool) -> None:
-    """Reap every child; pass kill()-sent signals on; exit with the command's status."""
+    """Reap every child; pass kill()-sent signals on; exit with the command's status.
+
+    SIGTERM (ruripy stop, or a kill of the caller) goes to every process of the container,
+    and pid 1 then stays until they have all ended (stop's SIGKILL cuts that short).
+    """
+    stopping = False
     while True:
         info = sig.sigwaitinfo(WAITED)
         if info.si_signo == 17:
@@ -298,6 +312,8 @@ def _reaper(main_pid: int | None, shared_tty: bool) -> None:
                 if pid == 0:
                     break
                 if pid == main_pid:
+                    if stopping:
+                        _drain()
                     os._exit(_status_code(status))
             continue
         if main_pid is None:
@@ -305,24 +321,37 @@ def _reaper(main_pid: int | None, shared_tty: bool) -> None:
                 _stop_all(info.si_signo)
             continue
         if info.si_code in SI_USER_CODES or not shared_tty:
-            # SIGTERM (ruripy stop, or a kill of the caller) is for the whole container.
+            stopping = stopping or info.si_signo == 15
             try:
                 os.kill(-1 if info.si_signo == 15 else main_pid, info.si_signo)
             except ProcessLookupError:
                 pass
 
 
+def _drain() -> None:
+    """Reap children until pid 1 is alone in the container's pid namespace (its /proc)."""
+    while True:
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                pass
+        except ChildProcessError:
+            pass
+        try:
+            if not any(n.isdigit() and n != "1" for n in os.listdir("/proc")):
+                return
+        except OSError:
+            return
+        sig.sigtimedwait((17,), 0.05)
+
+
 def _stop_all(signo: int) -> None:
-    """Detached pid 1 asked to stop: signal everyone, wait for them, then exit."""
+    """Detached pid 1 asked to stop: signal everyone, wait for them all, then exit."""
     try:
         os.kill(-1, signo)
     except ProcessLookupError:
         pass
-    while True:
-        try:
-            os.waitpid(-1, 0)
-        except ChildProcessError:
-            os._exit(128 + signo)
+    _drain()
+    os._exit(128 + signo)
 
 
 def _pid1(cfg: dict, argv, info_w: int, flt, host) -> None:
