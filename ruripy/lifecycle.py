@@ -11,7 +11,7 @@ import time
 from . import options, profile
 from .errors import RuripyError
 from .sandbox import binfmt, caps, cgroups, launch, proot
-from .store import Store, read_record, write_record
+from .store import Store, check_name, read_record, write_record
 
 
 def backend_of(prof: dict, store: Store | None = None) -> str:
@@ -189,11 +189,13 @@ def _exec_cfg(state: dict, overrides: dict) -> dict:
 
 def run(name: str, overrides: dict, argv: list[str] | None) -> int:
     """`ruripy run`: start the container and run `argv` (or a login shell), or join it."""
+    check_name(name)  # before any file is touched (P0-N5)
     store = Store().ensure()
     info, prof = _load(store, name)
     prof = options.merge(prof, overrides)
     lock = store.lock(name).__enter__()
     try:
+        store.container_info(name)  # still there (an rm may have held the lock)
         found = running(store, name, locked=True)
         if found:
             lock.__exit__()
@@ -230,6 +232,7 @@ def run(name: str, overrides: dict, argv: list[str] | None) -> int:
 
 def exec_(name: str, overrides: dict, argv: list[str]) -> int:
     """`ruripy exec`: run `argv` in the running container `name`."""
+    check_name(name)
     store = Store().ensure()
     store.container_info(name)
     found = running(store, name)
@@ -249,9 +252,11 @@ def exec_(name: str, overrides: dict, argv: list[str]) -> int:
 
 def start(name: str) -> bool:
     """`ruripy start`: start detached (the init stays up). False when already running."""
+    check_name(name)
     store = Store().ensure()
     info, prof = _load(store, name)
     with store.lock(name) as lock:
+        store.container_info(name)  # still there (an rm may have held the lock)
         found = running(store, name, locked=True)
         if found:
             os.close(found[1])
@@ -277,6 +282,7 @@ def start(name: str) -> bool:
 
 def stop(name: str, timeout: float = 10) -> bool:
     """`ruripy stop`: SIGTERM to the container, SIGKILL after `timeout`. False if not running."""
+    check_name(name)
     store = Store().ensure()
     store.container_info(name)
     with store.lock(name):
