@@ -11,7 +11,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
   uidmap busybox-static bubblewrap libseccomp2 python3 python3-venv python3-pip gcc libc6-dev \
-  skopeo umoci docker-registry proot qemu-user-static hyperfine man-db groff-base \
+  skopeo umoci docker-registry openssl proot qemu-user-static hyperfine man-db groff-base \
   xz-utils zstd bzip2 curl util-linux tmux zsh fish >/dev/null
 
 if ! id -u "$user" >/dev/null 2>&1; then
