@@ -1,5 +1,6 @@
-"""In-root path resolution (ruripy.sandbox.inroot): nothing outside the root is ever opened,
-created or written, whatever the symlinks inside say (security.md section 0 rule 1, P1-K1).
+"""In-root path resolution (ruripy.sandbox.inroot) and the extractor built on it: nothing
+outside the root is ever opened, created or written, whatever the symlinks inside say
+(security.md section 0 rule 1, P1-K1, and the P2 property fuzzing).
 
 Every test runs twice: with openat2 and with the user-space component walk alone.
 The property tests build random trees of symlinks (absolute, relative, `..`-laden, loops,
@@ -8,15 +9,19 @@ pointing at a sentinel folder beside the root) and hard links, and check every a
 
 import ctypes
 import errno
+import io
 import os
 import shutil
 import stat
+import tarfile
 import tempfile
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ruripy.errors import RuripyError
+from ruripy.images import extract as extract_mod
 from ruripy.sandbox import inroot
 
 
@@ -370,5 +375,91 @@ def test_property_walk_matches_openat2(mode, monkeypatch, entries, queries):
                 monkeypatch.setattr(inroot, "USE_OPENAT2", False)
                 assert answer(q, flags) == kernel, (q, flags)
         os.close(r)
+    finally:
+        shutil.rmtree(base)
+
+
+# --- property test: random hostile archives through the extractor ----------------------
+
+member_name = st.one_of(rel_path, rel_path.map(lambda p: "/" + p), st.sampled_from(NAMES))
+member = st.tuples(
+    st.sampled_from(["dir", "file", "sym", "hard", "fifo", "chr", "whiteout", "opaque"]),
+    member_name,
+    st.one_of(link_target, rel_path),
+)
+
+
+def _archive(members, sentinel: str) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for kind, name, target in members:
+            name = _fill(name, sentinel)
+            target = _fill(target, sentinel)
+            if kind == "whiteout":
+                name, kind = name.rstrip("/") + "/.wh." + target.rpartition("/")[2], "file"
+            elif kind == "opaque":
+                name, kind = name.rstrip("/") + "/.wh..wh..opq", "file"
+            ti = tarfile.TarInfo(name)
+            ti.type = {
+                "dir": tarfile.DIRTYPE,
+                "file": tarfile.REGTYPE,
+                "sym": tarfile.SYMTYPE,
+                "hard": tarfile.LNKTYPE,
+                "fifo": tarfile.FIFOTYPE,
+                "chr": tarfile.CHRTYPE,
+            }[kind]
+            ti.linkname = target if kind in ("sym", "hard") else ""
+            ti.devmajor, ti.devminor = (1, 3)
+            data = name.encode("utf-8", "surrogateescape") if kind == "file" else b""
+            ti.size = len(data)
+            ti.mode = 0o755 if kind == "dir" else 0o644
+            tf.addfile(ti, io.BytesIO(data))
+    return buf.getvalue()
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    layers=st.lists(st.lists(member, max_size=12), min_size=1, max_size=3),
+    whiteouts=st.booleans(),
+    rootless=st.booleans(),
+)
+def test_property_extract_never_outside(mode, layers, whiteouts, rootless):
+    """Random archives (links to the sentinel, `..`, loops, hard links, whiteouts) unpacked
+    one after another: each either unpacks or fails with a RuripyError naming a member, and
+    nothing beside the root changes."""
+    base = tempfile.mkdtemp(prefix="extract-prop.")
+    try:
+        root = os.path.join(base, "root")
+        sentinel = os.path.join(base, "sentinel")
+        os.mkdir(sentinel)
+        os.mkdir(os.path.join(sentinel, "x"))
+        with open(os.path.join(sentinel, "x", "file"), "w") as f:
+            f.write("host\n")
+        before = snapshot(sentinel)
+        for members in layers:
+            blob = _archive(members, sentinel)
+            try:
+                extract_mod.extract(
+                    io.BytesIO(blob), root, rootless=rootless, whiteouts=whiteouts, label="p.tar"
+                )
+            except RuripyError as e:
+                assert str(e).startswith("p.tar: member "), e
+        assert snapshot(sentinel) == before
+        with open(os.path.join(sentinel, "x", "file")) as f:
+            assert f.read() == "host\n"
+        assert sorted(os.listdir(base)) == ["root", "sentinel"]
+        # nothing in the root is a hard link to a file outside it
+        victim = os.lstat(os.path.join(sentinel, "x", "file"))
+        outside = {(victim.st_dev, victim.st_ino)}
+        for dirpath, _, filenames in os.walk(root):
+            for n in filenames:
+                s = os.lstat(os.path.join(dirpath, n))
+                assert (s.st_dev, s.st_ino) not in outside
+                if stat.S_ISCHR(s.st_mode):
+                    assert not rootless and s.st_rdev == os.makedev(1, 3)
     finally:
         shutil.rmtree(base)
