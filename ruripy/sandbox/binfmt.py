@@ -265,20 +265,32 @@ def plan(arch: str | None, rootfs: str, backend: str) -> dict:
 
     {} when its binaries run natively or through a working host entry (registered now for
     a root caller); {"binfmt": line} for pid 1 to register in the rootless container's user
-    namespace; {"qemu": path} for `proot -q` when the host has no working entry.
+    namespace; {"qemu": path} for `proot -q` (proot loads ELF files itself).
     """
     arch = arch or rootfs_arch(rootfs)
     if not arch or arch not in QEMU or runs_natively(arch):
         return {}
+    if backend == "proot":
+        return {"qemu": qemu_path(arch)}  # proot loads ELF files itself: binfmt_misc is no use
     if backend == "privileged":
         ensure_host(arch)
         return {}
+    if backend == "rootless" and private_supported():
+        # The container's own entry: no host setup, whatever the host has registered.
+        return {"binfmt": registration(arch, qemu_path(arch)), "binfmt_arch": arch}
     _, works = host_entry(arch)
     if works:
         return {}
-    if backend == "proot":
-        return {"qemu": qemu_path(arch)}
-    return {"binfmt": registration(arch, qemu_path(arch)), "binfmt_arch": arch}
+    raise RuripyError(_private_failed(arch, f"Linux {os.uname().release.split('-')[0]}"))
+
+
+def private_supported() -> bool:
+    """Whether this kernel gives a user namespace its own binfmt_misc (Linux 6.7+)."""
+    try:
+        major, minor = (int(x) for x in os.uname().release.split(".")[:2])
+    except ValueError:
+        return False
+    return (major, minor) >= (6, 7)
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -300,12 +312,12 @@ def register_private(line: str, arch: str = "") -> int:
     try:
         fs = _sys(_SYS_FSOPEN, ctypes.c_char_p(b"binfmt_misc"), ctypes.c_uint(1))
     except OSError as e:
-        raise RuripyError(_private_failed(arch, e)) from None
+        raise RuripyError(_private_failed(arch, e.strerror)) from None
     try:
         _sys(_SYS_FSCONFIG, ctypes.c_int(fs), ctypes.c_uint(_FSCONFIG_CMD_CREATE), None, None, 0)
         mnt = _sys(_SYS_FSMOUNT, ctypes.c_int(fs), ctypes.c_uint(1), ctypes.c_uint(0))
     except OSError as e:
-        raise RuripyError(_private_failed(arch, e)) from None
+        raise RuripyError(_private_failed(arch, e.strerror)) from None
     finally:
         os.close(fs)
     try:
@@ -316,15 +328,15 @@ def register_private(line: str, arch: str = "") -> int:
             os.close(fd)
     except OSError as e:
         os.close(mnt)
-        raise RuripyError(_private_failed(arch, e)) from None
+        raise RuripyError(_private_failed(arch, e.strerror)) from None
     return mnt
 
 
-def _private_failed(arch: str, e: OSError) -> str:
+def _private_failed(arch: str, why: str) -> str:
     what = f"a {arch} rootfs" if arch else "this rootfs"
     return (
         f"running {what} rootless needs qemu registered in binfmt_misc, and this kernel "
-        f"refused a private registration ({e.strerror}; Linux 6.7+ allows it); ask root to "
+        f"gives no private registration ({why}; Linux 6.7+ does); ask root to "
         "run 'sudo apt-get install qemu-user-static binfmt-support' (registers qemu with "
         "the F flag host-wide), or use --backend proot."
     )

@@ -16,7 +16,7 @@ import _signal as sig
 import os
 
 from ..errors import RuripyError
-from . import binfmt, caps, cgroups, inroot, mounts, seccomp, syscalls, terminal
+from . import binfmt, caps, cgroups, inroot, mounts, proot, seccomp, syscalls, terminal
 from .idmap import caller_idmap, userns_unavailable_reason
 
 # Signals P and pid 1 take over and pass on (runtime.md 6.3); job-control ones stay default.
@@ -626,6 +626,8 @@ def _in_container_namespaces(pid: int, state: dict) -> bool:
     A recycled pid, or a state file naming an ordinary host process, fails here, before
     anything joins it (P0-N3).
     """
+    if state.get("backend") == "proot":  # no namespaces: it must be that proot process
+        return proot.is_session(pid, state)
     ns = state.get("ns")
     if not isinstance(ns, dict):
         return False

@@ -496,6 +496,7 @@ def run(cfg: dict, argv: list[str] | None, on_ready, environment, attach=None) -
         os.set_inheritable(master, False)
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
     st_r, st_w = os.pipe2(os.O_CLOEXEC)
+    ex_r, ex_w = os.pipe2(os.O_CLOEXEC)  # closed by the child's execve
     waited = (*WAITED, 29)  # + SIGIO: the status pipe has data
     sig.pthread_sigmask(sig.SIG_BLOCK, waited)
     pid = os.fork()
@@ -504,6 +505,7 @@ def run(cfg: dict, argv: list[str] | None, on_ready, environment, attach=None) -
         try:
             os.close(go_w)
             os.close(st_r)
+            os.close(ex_r)
             if not cfg.get("detach"):
                 from . import syscalls
 
@@ -522,7 +524,9 @@ def run(cfg: dict, argv: list[str] | None, on_ready, environment, attach=None) -
                 os.dup2(st_w, STATUS_FD)  # inheritable
             else:
                 os.set_inheritable(st_w, True)
-            os.closerange(STATUS_FD + 1, 1 << 16)
+            if ex_w != STATUS_FD + 1:
+                os.dup2(ex_w, STATUS_FD + 1, inheritable=False)
+            os.closerange(STATUS_FD + 2, 1 << 16)
             _reset_signals()
             os.execve(args[0], args, env)
         except OSError as e:
@@ -532,6 +536,7 @@ def run(cfg: dict, argv: list[str] | None, on_ready, environment, attach=None) -
             os._exit(code)
     os.close(go_r)
     os.close(st_w)
+    os.close(ex_w)
     if slave >= 0:
         os.close(slave)
     try:
@@ -540,6 +545,7 @@ def run(cfg: dict, argv: list[str] | None, on_ready, environment, attach=None) -
         if attach is not None:
             attach(pid)
         os.write(go_w, b"1")
+        os.read(ex_r, 1)  # EOF once proot runs (or the child failed and exits)
     except BaseException:
         os.kill(pid, 9)
         os.waitpid(pid, 0)
@@ -550,6 +556,7 @@ def run(cfg: dict, argv: list[str] | None, on_ready, environment, attach=None) -
         raise
     finally:
         os.close(go_w)
+        os.close(ex_r)
     from .launch import _starttime, boot_id
 
     state = {
@@ -559,6 +566,7 @@ def run(cfg: dict, argv: list[str] | None, on_ready, environment, attach=None) -
         "ns": {},
         "rootless": os.geteuid() != 0,
         "backend": "proot",
+        "proot": os.path.realpath(args[0]),
         "net": "host",
         "exec": {},
     }
@@ -619,6 +627,14 @@ def run(cfg: dict, argv: list[str] | None, on_ready, environment, attach=None) -
         while sig.sigtimedwait((29,), 0) is not None:
             pass
         sig.pthread_sigmask(sig.SIG_UNBLOCK, waited)
+
+
+def is_session(pid: int, state: dict) -> bool:
+    """Whether `pid` is still the proot process the state recorded (not a recycled pid)."""
+    try:
+        return os.readlink(f"/proc/{pid}/exe") == state.get("proot")
+    except OSError:
+        return False
 
 
 def stop(state: dict, pidfd: int, timeout: float) -> None:
