@@ -520,8 +520,9 @@ def config_cmd(
 ) -> None:
     """Show a container's profile, or edit it with --set and --unset."""
     from . import profile
-    from .store import Store
+    from .store import Store, check_name
 
+    check_name(name)
     store = Store().ensure()
     store.container_info(name)
     path = os.path.join(store.container_dir(name), profile.PROFILE)
