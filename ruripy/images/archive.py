@@ -53,25 +53,16 @@ def export(rootfs: str, out, compression: str | None, *, overlay: bool = False) 
     if compression not in (None, "gz", "xz", "zst"):
         raise RuripyError(f"unknown compression {compression!r}: use gz, xz or zst.")
     sink = _compressor(out, compression)
-    w = _Writer(overlay)
+    w = _Writer(sink, overlay)
     try:
         rootfd = os.open(rootfs, _DIR)
     except OSError as e:
         raise RuripyError(f"cannot read {rootfs}: {e.strerror}.") from None
     try:
-        tf = tarfile.open(
-            fileobj=sink,
-            mode="w|",
-            bufsize=1 << 16,
-            format=tarfile.PAX_FORMAT,
-            encoding="utf-8",
-            errors="surrogateescape",
-        )
-        w.tf = tf
         st = os.fstat(rootfd)
         w.dev = st.st_dev
         w.add_dir(rootfd, ".", st)
-        tf.close()
+        w.finish()
     finally:
         os.close(rootfd)
     if sink is not out:
@@ -137,12 +128,31 @@ def _compressor(out, compression: str | None):
 
 
 class _Writer:
-    def __init__(self, overlay: bool) -> None:
+    """tar members written straight to the sink: TarInfo makes each header, this the rest."""
+
+    def __init__(self, sink, overlay: bool) -> None:
+        self.sink = sink
         self.overlay = overlay
-        self.tf: tarfile.TarFile | None = None
+        self.buf = bytearray()
+        self.offset = 0
         self.dev = 0
         self.links: dict[tuple[int, int], str] = {}
         self.stats = {"entries": 0, "bytes": 0, "skipped": 0}
+
+    def _write(self, data) -> None:
+        self.buf += data
+        self.offset += len(data)
+        if len(self.buf) >= _COPY:
+            self.sink.write(self.buf)
+            self.buf = bytearray()
+
+    def finish(self) -> None:
+        """The end-of-archive blocks, padded to a whole record like GNU tar does."""
+        self._write(bytes(2 * tarfile.BLOCKSIZE))
+        self._write(bytes(-self.offset % tarfile.RECORDSIZE))
+        if self.buf:
+            self.sink.write(self.buf)
+            self.buf = bytearray()
 
     def _info(self, name: str, st: os.stat_result, kind: bytes) -> tarfile.TarInfo:
         ti = tarfile.TarInfo(name)
@@ -175,21 +185,32 @@ class _Writer:
                 continue
             ti.pax_headers["SCHILY.xattr." + n] = value.decode("utf-8", "surrogateescape")
 
-    def _add(self, ti: tarfile.TarInfo, fileobj=None) -> None:
-        self.tf.addfile(ti, fileobj)
+    def _add(self, ti: tarfile.TarInfo, fd: int | None = None) -> None:
+        self._write(ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
         self.stats["entries"] += 1
+        if fd is None:
+            return
+        left = ti.size
+        while left:
+            chunk = os.read(fd, min(left, _COPY))
+            if not chunk:
+                raise RuripyError(f"{ti.name} shrank while it was being exported; try again.")
+            self._write(chunk)
+            left -= len(chunk)
+        self._write(bytes(-ti.size % tarfile.BLOCKSIZE))
+        self.stats["bytes"] += ti.size
 
     def add_dir(self, dfd: int, name: str, st: os.stat_result) -> None:
         """Write folder `dfd` (named `name` in the tar) and, on the same filesystem, its tree."""
-        ti = self._info(name, st, tarfile.DIRTYPE)  # tarfile adds the trailing "/"
+        ti = self._info(name, st, tarfile.DIRTYPE)  # tobuf adds the trailing "/"
         self._xattrs(ti, dfd)
         self._add(ti)
         if st.st_dev != self.dev:
             return  # a mount point: its folder only, like tar --one-file-system
         with os.scandir(dfd) as it:
-            entries = sorted(it, key=lambda e: e.name)
-        for e in entries:
-            self._entry(dfd, f"{name}/{e.name}", e.name)
+            names = sorted(e.name for e in it)
+        for n in names:
+            self._entry(dfd, f"{name}/{n}", n)
 
     def _entry(self, dfd: int, name: str, base: str) -> None:
         try:
@@ -204,8 +225,8 @@ class _Writer:
             finally:
                 os.close(fd)
         elif stat.S_ISREG(mode):
-            key = (st.st_dev, st.st_ino)
             if st.st_nlink > 1:
+                key = (st.st_dev, st.st_ino)
                 first = self.links.get(key)
                 if first is not None:
                     ti = self._info(name, st, tarfile.LNKTYPE)
@@ -214,13 +235,14 @@ class _Writer:
                     return
                 self.links[key] = name
             fd = os.open(base, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
-            with os.fdopen(fd, "rb", buffering=0) as f:
+            try:
                 fst = os.fstat(fd)
                 ti = self._info(name, fst, tarfile.REGTYPE)
                 ti.size = fst.st_size
                 self._xattrs(ti, fd)
-                self._add(ti, f)
-            self.stats["bytes"] += ti.size
+                self._add(ti, fd)
+            finally:
+                os.close(fd)
         elif stat.S_ISLNK(mode):
             ti = self._info(name, st, tarfile.SYMTYPE)
             ti.linkname = os.readlink(base, dir_fd=dfd)

@@ -376,6 +376,16 @@ class _Extractor:
 
     def _name(self, name: str, m) -> str:
         """The normalised in-root path of a member name ("" is the root itself)."""
+        if (  # the common case: a plain relative name, nothing to normalise
+            len(name) <= MAX_NAME
+            and name.isascii()
+            and "." not in name[:1]
+            and "/" not in name[:1]
+            and "/." not in name
+            and "//" not in name
+            and "\0" not in name
+        ):
+            return name.rstrip("/")
         if "\0" in name:
             raise self._refuse(m, "has a NUL byte in its name")
         parts: list[str] = []
