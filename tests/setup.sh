@@ -14,6 +14,18 @@ apt-get install -y -qq --no-install-recommends \
   skopeo umoci docker-registry openssl proot qemu-user-static hyperfine man-db groff-base \
   xz-utils zstd bzip2 curl util-linux tmux zsh fish >/dev/null
 
+# Foreign-architecture tests: Debian's static busybox for arm64 (run through qemu-user-static).
+data=/opt/ruripy-testdata
+if [ ! -x "$data/busybox-arm64" ]; then
+  dpkg --add-architecture arm64
+  apt-get update -qq
+  tmp=$(mktemp -d)
+  chmod 755 "$tmp" # apt's _apt user downloads into it
+  (cd "$tmp" && apt-get download -qq busybox-static:arm64 && dpkg-deb -x busybox-static_*_arm64.deb x)
+  install -D -m 0755 "$tmp/x/bin/busybox" "$data/busybox-arm64"
+  rm -rf "$tmp"
+fi
+
 if ! id -u "$user" >/dev/null 2>&1; then
   useradd --create-home --shell /bin/bash "$user"
 fi

@@ -338,8 +338,8 @@ def build(cfg: dict, argv: list[str] | None, environment) -> tuple[list[str], di
     if cfg.get("lower"):
         raise RuripyError(
             f"container {cfg['name']} uses overlay storage, which the proot backend cannot "
-            f"mount; make a copy-storage container ('ruripy clone' of an import, or "
-            f"'ruripy export {cfg['name']} - | ruripy import NAME -') and run that with proot."
+            f"mount; make a copy of it ('ruripy export {cfg['name']} {cfg['name']}.tar', then "
+            f"'ruripy import NAME {cfg['name']}.tar') and run that with proot."
         )
     rootfs = cfg["rootfs"]
     try:
