@@ -200,7 +200,8 @@ def test_plan_per_backend(monkeypatch, arm_rootfs):
     _need_binfmt()
     assert binfmt.plan(None, arm_rootfs, "proot") == {"qemu": QEMU}
     rootless = binfmt.plan(None, arm_rootfs, "rootless")
-    assert rootless["binfmt"].startswith(":qemu-aarch64:M:0:") and rootless["binfmt_arch"] == "arm64"
+    assert rootless["binfmt"].startswith(":qemu-aarch64:M:0:")
+    assert rootless["binfmt_arch"] == "arm64"
     # before Linux 6.7: the host's entry, or a message saying what to do
     monkeypatch.setattr(binfmt, "private_supported", lambda: False)
     monkeypatch.setattr(binfmt, "host_entry", lambda arch: ("qemu-aarch64", True))
