@@ -591,3 +591,14 @@ def test_compression_for_unknown_suffix():
         "backup.zip: unknown archive suffix; use .tar, .tar.gz (.tgz), .tar.xz (.txz) "
         "or .tar.zst (.tzst)."
     )
+
+
+def test_rootfs_that_is_a_symlink_is_refused(tmp_path):
+    (tmp_path / "real").mkdir()
+    os.symlink("real", tmp_path / "link")
+    with pytest.raises(RuripyError) as e:
+        unpack(tmp_path / "link", [m("f", data=b"f")])
+    assert str(e.value) == (
+        f"cannot unpack test.tar into {tmp_path}/link: Too many levels of symbolic links."
+    )
+    assert os.listdir(tmp_path / "real") == []

@@ -99,7 +99,10 @@ def extract(
     if label is None:
         name = getattr(stream, "name", None)
         label = name if isinstance(name, str) else "the archive"
-    x = _Extractor(rootfs, label, rootless, whiteouts, max_bytes, max_entries, progress)
+    try:
+        x = _Extractor(rootfs, label, rootless, whiteouts, max_bytes, max_entries, progress)
+    except OSError as e:
+        raise RuripyError(f"cannot unpack {label} into {rootfs}: {e.strerror}.") from None
     x.keep_overlay = keep_overlay
     reader = None
     try:
@@ -116,7 +119,7 @@ def extract(
             pass
     except _Corrupt as e:
         raise RuripyError(f"{label} is truncated or corrupt ({e}).") from None
-    except (tarfile.ReadError, tarfile.HeaderError) as e:
+    except tarfile.TarError as e:  # ReadError, HeaderError, StreamError (a bad sparse map)
         raise RuripyError(f"{label} is truncated or corrupt ({e}).") from None
     finally:
         if reader is not None:
@@ -599,7 +602,7 @@ class _Extractor:
         """Folder owners, modes, xattrs and times, deepest first (a 0555 folder is last)."""
         self._forget_all()
         order = sorted(self.dirs, key=lambda p: p.count("/") + 1 if p else 0, reverse=True)
-        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+        flags = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW  # no read permission needed
         for path in order:
             mode, uid, gid, ns, xattrs = self.dirs[path]
             try:
@@ -607,15 +610,24 @@ class _Extractor:
             except OSError as e:
                 if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
                     continue  # replaced later in the archive by something else
-                raise
+                raise self._folder_error(path, e) from None
+            where = inroot.fd_path(fd)  # the folder itself: /proc/self/fd/N never re-resolves
             try:
-                self._owner(os.fchown, fd, uid, gid)
-                os.fchmod(fd, mode)
+                self._owner(os.chown, where, uid, gid)
+                os.chmod(where, mode)
                 if xattrs:
-                    self._set_xattrs(fd, xattrs)
-                os.utime(fd, ns=(ns, ns))
+                    self._set_xattrs(where, xattrs)
+                os.utime(where, ns=(ns, ns))
+            except OSError as e:
+                raise self._folder_error(path, e) from None
             finally:
                 os.close(fd)
+
+    def _folder_error(self, path: str, e: OSError) -> RuripyError:
+        return RuripyError(
+            f"{self.label}: cannot set the owner, mode or times of folder "
+            f"{path or '/'!r}: {e.strerror}."
+        )
 
     def _symlink(self, m, path: str) -> None:
         target = m.linkname

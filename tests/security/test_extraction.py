@@ -502,15 +502,28 @@ def test_P0_X10_numeric_owner_rootless(rootless, workdir, test_user):
     """Rootless, through the CLI: id 4242 of the archive is the user's subordinate id 4242."""
     path = os.path.join(workdir, "owners.tar")
     with open(path, "wb") as f:
-        f.write(tar([m("f", data=b"f", uid=4242, gid=4343, uname="nobody-else", gname="root")]))
+        f.write(
+            tar(
+                [
+                    m("d/", "dir", mode=0o500, uid=7, gid=7),
+                    m("d/f", data=b"f", uid=4242, gid=4343, uname="nobody-else", gname="root"),
+                    m("d/g", "hard", link="d/f", uid=4242, gid=4343, mode=0o4755),
+                ]
+            )
+        )
     os.chmod(path, 0o644)
     r = rootless("import", "ownbox", path)
     assert r.returncode == 0, r.stderr
-    s = os.lstat(os.path.join(rootless.host_path("containers", "ownbox", "rootfs"), "f"))
+    d = os.path.join(rootless.host_path("containers", "ownbox", "rootfs"), "d")
+    s = os.lstat(os.path.join(d, "f"))
+    assert os.lstat(os.path.join(d, "g")).st_ino == s.st_ino and s.st_nlink == 2
+    assert stat.S_IMODE(s.st_mode) == 0o4755
+    assert stat.S_IMODE(os.lstat(d).st_mode) == 0o500
     uid0 = _subid_base(test_user.pw_name, "/etc/subuid")
     gid0 = _subid_base(test_user.pw_name, "/etc/subgid")
     # container id 0 is the user, ids 1.. are the subordinate range
     assert (s.st_uid, s.st_gid) == (uid0 + 4242 - 1, gid0 + 4343 - 1)
+    assert os.lstat(d).st_uid == uid0 + 7 - 1
 
 
 # --- P1-X12: xattrs -----------------------------------------------------------------------
