@@ -20,7 +20,7 @@ import re
 import stat
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from ..errors import RuripyError
 from ..sandbox.userns import UsernsCall, run_in_userns
@@ -307,6 +307,81 @@ def _write_all(fd: int, data) -> None:
         view = view[n:]
 
 
+class _BadArchive(RuripyError):
+    """The compressed data of an archive is corrupt or ends early."""
+
+
+XZ_MAGIC = b"\xfd7zXZ\x00"
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _decompressed(raw: Iterator[bytes], what: str) -> Iterator[bytes]:
+    """The tar bytes of an xz or gzip archive (anything else is passed on unchanged).
+
+    Decompressing here, in the parent, while the child writes files makes a two-process
+    pipeline, like `tar -xJf` with its `xz -d` helper. Output comes in pieces of at most
+    CHUNK bytes, so a decompression bomb costs time (until the extractor's budget stops
+    it), never memory. Several concatenated xz streams or gzip members are read in turn.
+    """
+    import lzma
+    import zlib
+
+    head = b""
+    for c in raw:
+        head += c
+        if len(head) >= len(XZ_MAGIC):
+            break
+    if head.startswith(XZ_MAGIC):
+        xz = True
+    elif head.startswith(GZIP_MAGIC):
+        xz = False
+    else:
+        if head:
+            yield head
+        yield from raw
+        return
+
+    def make():
+        return lzma.LZMADecompressor(lzma.FORMAT_XZ) if xz else zlib.decompressobj(31)
+
+    d = make()
+
+    def run(data: bytes) -> Iterator[bytes]:
+        nonlocal d
+        while data:
+            if d.eof:  # another stream or member follows, or padding
+                if xz:
+                    data = data.lstrip(b"\0")
+                elif not data.startswith(GZIP_MAGIC):
+                    return  # trailing garbage after gzip members: ignored, as gzip does
+                if not data:
+                    return
+                d = make()
+            out = d.decompress(data, CHUNK)
+            if out:
+                yield out
+            if xz:
+                while not d.eof and not d.needs_input:
+                    out = d.decompress(b"", CHUNK)
+                    if out:
+                        yield out
+            else:
+                while d.unconsumed_tail and not d.eof:
+                    out = d.decompress(d.unconsumed_tail, CHUNK)
+                    if out:
+                        yield out
+            data = d.unused_data if d.eof else b""
+
+    try:
+        yield from run(head)
+        for c in raw:
+            yield from run(c)
+    except (lzma.LZMAError, zlib.error, EOFError) as e:
+        raise _BadArchive(f"{what} is truncated or corrupt ({type(e).__name__}: {e}).") from None
+    if not d.eof:
+        raise _BadArchive(f"{what} is truncated or corrupt (the compressed data ends early).")
+
+
 def _stream_layer(
     rootfs: str, chunks: Iterable[bytes], rootless: bool, whiteouts: bool, what: str, measure: bool
 ):
@@ -326,25 +401,25 @@ def _stream_layer(
     except BaseException:
         os.close(w)
         raise
-    broken = False
+    raw = iter(chunks)
+    failure: RuripyError | None = None
     try:
-        it = iter(chunks)
         try:
-            for chunk in it:
-                try:
-                    _write_all(w, chunk)
-                except BrokenPipeError:
-                    broken = True
-                    break
-            if broken and getattr(chunks, "sha256", None):
-                # The child gave up; finish the download anyway so that a corrupt file is
-                # reported as such (and a good one is cached for the next try).
-                for _ in it:
+            for piece in _decompressed(raw, what):
+                _write_all(w, piece)
+        except (BrokenPipeError, _BadArchive) as e:
+            # The child gave up, or the data is bad. Finish a download anyway, so that a
+            # corrupt file is reported as such (and a good one cached for the next try).
+            failure = e if isinstance(e, _BadArchive) else None
+            if getattr(chunks, "sha256", None):
+                for _ in raw:
                     pass
         finally:
-            close = getattr(it, "close", None)
+            close = getattr(raw, "close", None)
             if close:
                 close()
+        if failure is not None:
+            raise failure
     except BaseException:
         call.kill()
         os.close(w)
