@@ -2,12 +2,14 @@
 creation, the copy fallback, list, rmi of a used image, profiles and `config`, ruri
 configs, rm/rename/clone, bad names, parallel commands and `kill -9` in the middle."""
 
+import io
 import json
 import os
 import shutil
 import signal
 import stat
 import subprocess
+import tarfile
 import tempfile
 import time
 
@@ -488,3 +490,31 @@ def test_state_lives_in_the_store_never_in_the_rootfs(obox, image):
         ok(r("stop", "box"))
     assert tree_digest(rootfs) == before
     assert os.listdir(r.host_path("state")) == []
+
+
+# -- export ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("running", [False, True], ids=["stopped", "running"])
+def test_export_writes_the_container_root_with_its_changes(obox, workdir, running):
+    r = obox
+    ok(r("run", "box", "sh", "-c", "echo mine > /root/new; rm /etc/group"))
+    if running:
+        ok(r("start", "box"))
+    try:
+        dest = os.path.join(workdir, "box.tar.gz")
+        ok(r("export", "box", dest))
+        with tarfile.open(dest) as t:
+            names = {n.removeprefix("./") for n in t.getnames()}
+            assert t.extractfile("./root/new").read() == b"mine\n"
+        assert {"bin/busybox", "etc/passwd", "root/new"} <= names
+        assert "etc/group" not in names
+        assert not [n for n in os.listdir(workdir) if ".part" in n]
+        streamed = r("export", "box", "-", input=b"")  # bytes in, bytes out
+        assert streamed.returncode == 0, streamed.stderr
+        streamed = streamed.stdout
+        with tarfile.open(fileobj=io.BytesIO(streamed)) as t:
+            assert {n.removeprefix("./") for n in t.getnames()} == names
+    finally:
+        if running:
+            ok(r("stop", "box"))
