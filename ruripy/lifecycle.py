@@ -37,7 +37,8 @@ def backend_of(prof: dict, store: Store | None = None) -> str:
 def _host_support(store: Store, cfg: dict, prof: dict) -> None:
     """Foreign architectures (qemu through binfmt_misc, or proot -q) and resource limits
     (a cgroup plan, made just before the start): checked here, on the host side."""
-    cfg.update(binfmt.plan(prof.get("arch"), cfg["rootfs"], cfg["backend"]))
+    roots = [cfg["upper"], cfg["lower"]] if cfg.get("lower") else [cfg["rootfs"]]
+    cfg.update(binfmt.plan(prof.get("arch"), roots, cfg["backend"]))
     cfg["cgroups"] = cgroups.prepare(cfg["name"], prof)
     cfg["cache_dir"] = store.path("cache")
 

@@ -103,6 +103,50 @@ def test_exec_into_a_running_foreign_container(abox):
         assert abox("stop", "a64").returncode == 0
 
 
+def _private_binfmt_of(pid: int) -> list[str] | None:
+    """What pid 1 of a container holds open as a binfmt_misc folder (seen as root)."""
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            names = sorted(os.listdir(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            continue
+        if "register" in names and "status" in names:
+            return names
+    return None
+
+
+def test_rootless_uses_its_own_binfmt_misc_instance(rootless, arm_rootfs):
+    """No host setup: pid 1 holds a binfmt_misc of the container's user namespace with
+    qemu registered in it (the host's entries, if any, are not what runs the binaries)."""
+    import json
+
+    _need_binfmt()
+    if not binfmt.private_supported():
+        pytest.skip("Linux 6.7+ gives a user namespace its own binfmt_misc")
+    assert rootless("import", "imp", arm_rootfs).returncode == 0
+    r = rootless("start", "imp")
+    assert r.returncode == 0, r.stderr
+    try:
+        pid = [row["pid"] for row in json.loads(rootless("ps", "--json").stdout)][0]
+        assert _private_binfmt_of(pid) == ["qemu-aarch64", "register", "status"]
+        r = rootless("exec", "imp", "uname", "-m")
+        assert (r.returncode, r.stdout) == (0, "aarch64\n"), r.stderr
+    finally:
+        assert rootless("stop", "imp").returncode == 0
+
+
+def test_native_rootless_container_has_no_binfmt_instance(rootless, rootfs_dir):
+    import json
+
+    assert rootless("import", "nat", rootfs_dir).returncode == 0
+    assert rootless("start", "nat").returncode == 0
+    try:
+        pid = [row["pid"] for row in json.loads(rootless("ps", "--json").stdout)][0]
+        assert _private_binfmt_of(pid) is None
+    finally:
+        assert rootless("stop", "nat").returncode == 0
+
+
 def test_proot_runs_it_through_qemu(runner, arm_rootfs):
     _need_binfmt()
     assert runner("import", "imp", arm_rootfs).returncode == 0
@@ -213,3 +257,11 @@ def test_plan_per_backend(monkeypatch, arm_rootfs):
         binfmt.plan("arm64", arm_rootfs, "rootless")
     # a native root needs nothing
     assert binfmt.plan(binfmt.host_arch(), arm_rootfs, "rootless") == {}
+
+
+def test_rootfs_arch_reads_overlay_layers(tmp_path, arm_rootfs):
+    upper = tmp_path / "upper"
+    upper.mkdir()
+    assert binfmt.rootfs_arch(str(upper)) is None
+    assert binfmt.rootfs_arch([str(upper), arm_rootfs]) == "arm64"
+    assert binfmt.rootfs_arch("/") == binfmt.host_arch()

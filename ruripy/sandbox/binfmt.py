@@ -95,31 +95,39 @@ def elf_arch(header: bytes) -> str | None:
     return arch
 
 
-def rootfs_arch(rootfs: str) -> str | None:
-    """The architecture of a root folder, from the ELF header of its shell (read in-root)."""
+def rootfs_arch(roots: list[str] | str) -> str | None:
+    """The architecture of a root folder, from the ELF header of its shell (read in-root).
+
+    `roots` may be the layers of an overlay, upper first.
+    """
+    for path in _PROBES:
+        for root in [roots] if isinstance(roots, str) else roots:
+            arch = _probe(root, path)
+            if arch:
+                return arch
+    return None
+
+
+def _probe(rootfs: str, path: str) -> str | None:
+    """The architecture of the ELF file `path` inside the root `rootfs`, if it is one."""
     try:
         rootfd = inroot.open_root(rootfs)
     except OSError:
         return None
     try:
-        for path in _PROBES:
-            try:
-                fd = inroot.resolve(rootfd, path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
-            except OSError:
-                continue
-            try:
-                if not stat.S_ISREG(os.fstat(fd).st_mode):
-                    continue
-                arch = elf_arch(os.pread(fd, 64, 0))
-            except OSError:
-                continue
-            finally:
-                os.close(fd)
-            if arch:
-                return arch
+        fd = inroot.resolve(rootfd, path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError:
         return None
     finally:
         os.close(rootfd)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return elf_arch(os.pread(fd, 64, 0))
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _search_path() -> list[str]:
@@ -260,7 +268,7 @@ def _write(path: str, text: str) -> None:
         os.close(fd)
 
 
-def plan(arch: str | None, rootfs: str, backend: str) -> dict:
+def plan(arch: str | None, rootfs: list[str] | str, backend: str) -> dict:
     """Host side, before a start: what the container needs to run `arch` (None: detect).
 
     {} when its binaries run natively or through a working host entry (registered now for
