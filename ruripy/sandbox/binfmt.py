@@ -9,12 +9,17 @@ the rootfs and nothing in the rootfs can replace it (security.md P2, images.md 5
   that is enabled, matches the architecture and has the F flag), ruripy mounts binfmt_misc
   on /proc/sys/fs/binfmt_misc when needed and registers `qemu-ARCH` host-wide; it stays
   registered afterwards, as `update-binfmts` would leave it.
-- rootless: if the host has a working entry the container uses it. Otherwise pid 1, in the
-  container's new user and mount namespaces and before pivot_root, makes a binfmt_misc
-  instance of the container's own user namespace (Linux 6.7+) as a detached mount
-  (fsopen/fsmount: no path anywhere), registers qemu there and keeps the mount fd open for
-  the container's lifetime (closing the last reference drops the entries). Nothing
-  inside can reach it: no mount of it exists in the container's tree (P0-M10).
+- rootless, Linux 6.7+: pid 1, in the container's new user and mount namespaces and before
+  pivot_root, makes a binfmt_misc instance of the container's own user namespace as a
+  detached mount (fsopen/fsmount: no path anywhere), registers qemu there and keeps the
+  mount fd open for the container's lifetime (closing the last reference drops the
+  entries). No host setup, whatever the host has registered. Nothing inside can reach it:
+  no mount of it exists in the container's tree (P0-M10). Older kernels: the host's entry
+  if one works, else a message saying what to install.
+- proot: `proot -q QEMU` (proot loads ELF files itself, so binfmt_misc is no use to it).
+
+The architecture is `--arch` when given, else read from the ELF header of the rootfs's
+shell (through an overlay's layers).
 
 Standard library only; nothing here runs a program.
 """
