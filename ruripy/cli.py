@@ -115,8 +115,8 @@ def main_callback(
 
 # -- images ----------------------------------------------------------------------------------
 
-IMAGE_HELP = (
-    "debian, debian:12, lxc:DISTRO/RELEASE[/VARIANT], docker://[REGISTRY/]REPO[:TAG], "
+IMAGE_HELP = (  # rich markup: "\\[" keeps "[/VARIANT]" from reading as a closing tag
+    "debian, debian:12, lxc:DISTRO/RELEASE\\[/VARIANT], docker://[REGISTRY/]REPO[:TAG], "
     "file:PATH or the path of a rootfs tarball."
 )
 MIRROR_HELP = (
@@ -157,6 +157,11 @@ def pull_cmd(
         if store.container_exists(name):
             fail(f"container {name} already exists; pick another name or remove it.")
     info = pull.pull(image, store=store, arch=arch, mirror=mirror, insecure=insecure, quiet=quiet)
+    if not quiet and not info.get("up_to_date"):
+        stats = info.get("stats") or {}
+        what = [f"{stats['entries']} entries"] if isinstance(stats.get("entries"), int) else []
+        what += [_size(info["rootfs_size"])] if info.get("rootfs_size") else []
+        sys.stderr.write(f"Pulled {info['name']}" + (f": {', '.join(what)}" if what else "") + "\n")
     if name is not None:
         from . import containers
 
@@ -592,9 +597,13 @@ def main() -> None:
 
 
 def _usage_error(e: Exception) -> None:
+    """A usage error (click's, or anything unexpected) as one line, status 125."""
+    if type(e).__name__ == "NoArgsIsHelpError":  # plain `ruripy`: the help is on stdout
+        sys.exit(0)
     show = getattr(e, "format_message", None)
-    msg = show() if show else f"{type(e).__name__}: {e}"
+    msg = " ".join((show() if show else f"{type(e).__name__}: {e}").split())
     ctx = getattr(e, "ctx", None)
     hint = f" See '{ctx.command_path} --help'." if ctx is not None else ""
-    sys.stderr.write(f"ruripy: {msg.strip().rstrip('.')}.{hint}\n")
+    end = "" if msg.endswith((".", "?", "!")) else "."
+    sys.stderr.write(f"ruripy: {msg}{end}{hint}\n")
     sys.exit(125)

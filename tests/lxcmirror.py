@@ -19,6 +19,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tarfile
 import tempfile
 import threading
@@ -378,6 +379,11 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     owner: MirrorServer
 
+    def handle_error(self, request, client_address) -> None:
+        if isinstance(sys.exc_info()[1], OSError):
+            return  # a client that hung up (killed pulls, dropped connections): expected
+        super().handle_error(request, client_address)
+
 
 class MirrorServer:
     """Serve `root` on 127.0.0.1 at `url` (which ends with `prefix`).
@@ -441,8 +447,6 @@ class MirrorServer:
 
 
 if __name__ == "__main__":  # build and serve a mirror by hand: python tests/lxcmirror.py DIR
-    import sys
-
     d = sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="mirror.")
     build_mirror(d)
     with MirrorServer(d) as s:

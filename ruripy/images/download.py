@@ -65,7 +65,9 @@ class Bar:
     Never starts a thread (rich's auto-refresh is off), so forking while it shows is safe.
     """
 
-    def __init__(self, label: str, total: int | None, quiet: bool = False) -> None:
+    def __init__(
+        self, label: str, total: int | None, quiet: bool = False, detail: str = ""
+    ) -> None:
         self.label = label
         self.total = total
         self.quiet = quiet
@@ -98,7 +100,8 @@ class Bar:
             self._progress.start()
             self._task = self._progress.add_task(label, total=total)
         else:
-            print(f"{label} ({human_size(total)})", file=sys.stderr, flush=True)
+            more = f" {detail}" if detail else ""
+            print(f"{label}{more} ({human_size(total)})", file=sys.stderr, flush=True)
 
     def __call__(self, done: int, total: int | None = None) -> None:
         if self._progress is None:

@@ -144,12 +144,11 @@ def pull_lxc(
     blob = store.ensure().blob_path("sha256:" + build.sha256)
     for attempt in (1, 2):
         cached = os.path.exists(blob)
-        label = (
-            f"Extracting {name} (cached build {build.serial})"
-            if cached
-            else f"Downloading {name} ({arch}, build {build.serial}) from {build.url}"
-        )
-        bar = download.Bar(label, build.size, quiet)
+        if cached:
+            label, detail = f"Extracting {name}", f"(cached build {build.serial})"
+        else:
+            label, detail = f"Pulling {name}", f"({arch}, build {build.serial}) from {build.url}"
+        bar = download.Bar(label, build.size, quiet, detail)
         stream = download.open_stream(
             build.url, blob, sha256=build.sha256, size=build.size, session=server.session,
             progress=bar, quiet=quiet,
@@ -212,7 +211,7 @@ def pull_file(
             "distro": None,
             "release": None,
         }
-        with download.Bar(f"Extracting {name} from {path}", st.st_size, quiet) as bar:
+        with download.Bar(f"Extracting {name}", st.st_size, quiet, f"from {path}") as bar:
             return install_image(
                 store, name, meta, [_file_chunks(f, meta, bar)], what=os.path.basename(path)
             )
