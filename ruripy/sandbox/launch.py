@@ -469,26 +469,37 @@ def start(cfg: dict, argv: list[str] | None, on_ready) -> int:
     for f in fields[1:]:
         k, _, v = f.partition("=")
         ns[k] = int(v)
-    pidfd = os.pidfd_open(init_pid)
-    state = {
-        "pid": init_pid,
-        "starttime": _starttime(init_pid),
-        "boot_id": boot_id(),
-        "ns": ns,
-        "rootless": rootless,
-        "net": cfg.get("net") or "host",
-        "exec": {k: cfg.get(k) for k in EXEC_KEYS},
-    }
-    on_ready(state)
+    try:
+        pidfd = os.pidfd_open(init_pid)
+        starttime = _starttime(init_pid)
+    except OSError:  # a short command already ended, and pid 1 with it
+        pidfd, starttime = -1, None
+    if starttime is None:  # nothing left to record (or join)
+        if pidfd >= 0:
+            os.close(pidfd)
+        pidfd = -1
+    else:
+        on_ready(
+            {
+                "pid": init_pid,
+                "starttime": starttime,
+                "boot_id": boot_id(),
+                "ns": ns,
+                "rootless": rootless,
+                "net": cfg.get("net") or "host",
+                "exec": {k: cfg.get(k) for k in EXEC_KEYS},
+            }
+        )
     if cfg.get("detach"):
-        os.close(pidfd)
+        if pidfd >= 0:
+            os.close(pidfd)
         os.waitpid(c1, 0)
         return 0
 
     def forward(signo: int) -> None:
         try:
             sig.pidfd_send_signal(pidfd, signo)
-        except ProcessLookupError:
+        except (ProcessLookupError, OSError):
             pass
 
     try:
@@ -496,7 +507,8 @@ def start(cfg: dict, argv: list[str] | None, on_ready) -> int:
             return _relay(tty_parent, c1, forward)
         return _wait_forwarding(c1, forward)
     finally:
-        os.close(pidfd)
+        if pidfd >= 0:
+            os.close(pidfd)
 
 
 EXEC_KEYS = ("user", "workdir", "env", "cap_keep", "seccomp", "deny_syscall", "no_new_privs")
