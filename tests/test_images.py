@@ -4,6 +4,7 @@ image store (find, list) and tree removal."""
 import json
 import os
 import subprocess
+import time
 import tomllib
 
 import pytest
@@ -355,3 +356,33 @@ def test_stale_staging_detection(tmp_path):
     assert sorted(os.listdir(store.path("tmp"))) == sorted(
         [os.path.basename(mine), "not-a-staging-folder"]
     )
+
+
+def test_old_part_downloads_are_dropped(tmp_path):
+    store = Store(str(tmp_path / "home")).ensure()
+    old = store.blob_path("sha256:" + "a" * 64) + ".part"
+    new = store.blob_path("sha256:" + "b" * 64) + ".part"
+    for p in (old, new):
+        with open(p, "wb") as f:
+            f.write(b"x")
+    week = time.time() - install.PART_MAX_AGE - 60
+    os.utime(old, (week, week))
+    install.cleanup_stale(store)
+    assert not os.path.exists(old) and os.path.exists(new)
+
+
+def test_release_known_only_to_the_server(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("runs the extraction as root in-process")
+    a = host_arch()
+    root = str(tmp_path / "tree")
+    build_mirror(root, [("alpine", "3.99", a, "default")])
+    store = Store(str(tmp_path / "home"))
+    with MirrorServer(root) as s:
+        info = pull.pull("alpine:3.99", store=store, mirror=s.url, quiet=True)
+        assert info["name"] == "alpine:3.99" and info["catalog"] == "alpine"
+        with pytest.raises(
+            RuripyError, match="unknown release '3.98' of alpine. Did you mean 3.99"
+        ):
+            pull.pull("alpine:3.98", store=store, mirror=s.url, quiet=True)
+    assert [m["name"] for m in install.list_images(store)] == ["alpine:3.99"]

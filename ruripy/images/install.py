@@ -208,8 +208,43 @@ def stale_staging(store: Store) -> list[str]:
     return out
 
 
+PART_MAX_AGE = 7 * 86400  # an interrupted download nobody resumed for a week is dropped
+
+
+def _drop_old_parts(store: Store) -> int:
+    """Delete `.part` downloads untouched for PART_MAX_AGE that no process is writing."""
+    folder = store.path("cache", "blobs", "sha256")
+    try:
+        names = [n for n in os.listdir(folder) if n.endswith(".part")]
+    except FileNotFoundError:
+        return 0
+    n = 0
+    now = time.time()
+    for name in names:
+        path = os.path.join(folder, name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < PART_MAX_AGE:
+                continue
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.stat(path, follow_symlinks=False).st_ino == st.st_ino:
+                os.unlink(path)
+                n += 1
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+    return n
+
+
 def cleanup_stale(store: Store) -> int:
-    """Remove staging folders left by killed ruripy processes; returns how many."""
+    """Remove staging folders left by killed ruripy processes (and week-old `.part`
+    downloads); returns how many folders."""
+    _drop_old_parts(store)
     claimed = [c for c in (_claim(store, p, "stale") for p in stale_staging(store)) if c]
     if claimed:
         try:
