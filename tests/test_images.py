@@ -246,6 +246,10 @@ def test_image_forms(tmp_path, monkeypatch):
     assert pull.kind_of("file:x") == "file"
     assert pull.kind_of("./rootfs.tar.xz") == "file"
     assert pull.kind_of("rootfs.tar.xz") == "file"
+    (tmp_path / "backup.img").write_bytes(b"x")
+    (tmp_path / "debian").mkdir()
+    assert pull.kind_of("backup.img") == "file"  # an existing file
+    assert pull.kind_of("debian") == "catalog"  # a folder of that name does not count
     with pytest.raises(
         RuripyError,
         match="does not exist: no such file. For a registry image use docker://library/alpine",

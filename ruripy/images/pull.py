@@ -36,7 +36,7 @@ def kind_of(ref: str) -> str:
         return "lxc"
     if ref.startswith("file:"):
         return "file"
-    if os.path.exists(ref) and ("/" in ref or ref.endswith(TAR_SUFFIXES)):
+    if os.path.isfile(ref) or (os.path.exists(ref) and ("/" in ref or ref.endswith(TAR_SUFFIXES))):
         return "file"
     if "/" in ref or ref.endswith(TAR_SUFFIXES):
         if "/" in ref and ":" not in ref.split("/", 1)[0] and not ref.startswith((".", "/")):
