@@ -186,6 +186,21 @@ def test_reads_a_real_pipe_without_seeking(tmp_path):
     assert (tmp_path / "r" / "b" / "c").read_bytes() == b"c"
 
 
+@pytest.mark.parametrize("compression", [None, "gz"])
+def test_reads_a_file(tmp_path, compression):
+    """A plain tar in a regular file is read in place; a compressed one ahead, by a thread."""
+    path = tmp_path / "a.tar"
+    blob = tar([m("a", data=b"a" * 70_000), m("b", "sym", link="a")], compression)
+    path.write_bytes(blob)
+    with open(path, "rb") as f:
+        assert extract(f, str(tmp_path / "r"), rootless=False)["entries"] == 2
+    assert (tmp_path / "r" / "a").read_bytes() == b"a" * 70_000
+    path.write_bytes(blob[: len(blob) // 2])
+    with open(path, "rb") as f, pytest.raises(RuripyError) as e:
+        extract(f, str(tmp_path / "r2"), rootless=False)
+    assert str(e.value).startswith(f"{path} is truncated or corrupt (")
+
+
 def test_a_plain_tar_whose_first_name_looks_like_a_magic(tmp_path):
     """A first member named like a bzip2 or gzip magic is still a plain tar."""
     stats = unpack(tmp_path, [m("BZh91AY&SY", data=b"1"), m("\x1f\x8bx", data=b"2")])

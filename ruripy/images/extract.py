@@ -107,7 +107,7 @@ def extract(
     reader = None
     try:
         inner, kind = _decompressed(stream, label)
-        reader = _Reader(inner)
+        reader = _Direct(inner) if kind is None and _is_file(stream) else _Reader(inner)
         try:
             tf = tarfile.open(fileobj=reader, mode="r|", tarinfo=_Info)
         except tarfile.ReadError:
@@ -149,6 +149,32 @@ class _Prefixed:
 
     def readable(self) -> bool:
         return True
+
+
+class _Direct:
+    """The tar stream read in place: a plain tar in a regular file needs no thread."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.total = 0
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            b = self.inner.read(n)
+        except Exception as e:
+            raise _Corrupt(f"{type(e).__name__}: {e}") from e
+        self.total += len(b)
+        return b
+
+    def close(self) -> None:
+        pass
+
+
+def _is_file(stream) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 class _Reader:
