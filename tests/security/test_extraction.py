@@ -355,7 +355,7 @@ DEVICES = [
 ]
 
 
-def test_P0_X7_device_nodes_privileged(env):
+def test_P0_X7_device_nodes(env):
     stats = unpack(env.root, DEVICES)
     assert os.listdir(env.root / "dev") == ["null"]
     s = os.lstat(env.root / "dev/null")
