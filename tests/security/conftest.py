@@ -5,10 +5,13 @@
 * `mode_runner(mode)`: one CLI runner per mode ("rootless", "privileged") for the whole
   session, each with its own storage root, so containers can be shared between tests.
 * `sbox`: a container "box" made from a busybox rootfs with the probe at /bin/sec_probe
-  (and a setuid-root copy at /bin/suid_probe),
-  shared by every test of the session for each mode (the tests only read from it, or start
-  and stop it). `make_box(runner, name, customize)` makes a private one when a test needs
-  a hostile rootfs.
+  (and a setuid-root copy at /bin/suid_probe), shared by every test of the session for
+  each mode (the tests only read from it, or start and stop it). It also holds trap
+  modules and programs (P0-E9) that mark /TRAPPED if ruripy ever imports or runs them.
+* `_started_boxes(mode)`: "ebox", the same, started once for the exec checks.
+* `scratch(mode)`: a container tests may change in the store (and restore).
+* `make_box(runner, name, customize)` makes a private one when a test needs a hostile
+  rootfs.
 
 Containers are imported from tarballs whose members belong to uid 0, the way images come.
 """
@@ -26,12 +29,15 @@ from conftest import TEST_ROOT, TEST_USER, Runner, busybox_rootfs
 
 PROBES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "probes")
 MODES = ("rootless", "privileged")
+SCRATCH = "/dev/shm/ruripy-sec-tests" if os.path.isdir("/dev/shm") else TEST_ROOT
 
 
-def _tmpdir(prefix: str, owner: pwd.struct_passwd | None = None, mode: int = 0o755) -> str:
-    os.makedirs(TEST_ROOT, exist_ok=True)
-    os.chmod(TEST_ROOT, 0o755)
-    d = tempfile.mkdtemp(prefix=prefix, dir=TEST_ROOT)
+def _tmpdir(
+    prefix: str, owner: pwd.struct_passwd | None = None, mode: int = 0o755, base: str = TEST_ROOT
+) -> str:
+    os.makedirs(base, exist_ok=True)
+    os.chmod(base, 0o755)
+    d = tempfile.mkdtemp(prefix=prefix, dir=base)
     os.chmod(d, mode)
     if owner is not None:
         os.chown(d, owner.pw_uid, owner.pw_gid)
@@ -150,13 +156,23 @@ class Box:
         return parse_probe(r.stdout)
 
     def state(self, wait: float = 10) -> dict:
-        """The state of the running container (waits for a `run` to write it)."""
+        """The state of the running container, once its init is alive (waits for a `run`
+        to write it; a stale file left by an earlier run does not count)."""
         path = self.runner.host_path("state", self.name + ".rec")
         deadline = time.monotonic() + wait
-        while not os.path.exists(path) and time.monotonic() < deadline:
+        while True:
+            try:
+                with open(path, "rb") as f:
+                    state = marshal.load(f)
+                with open(f"/proc/{state['pid']}/stat", "rb") as f:
+                    data = f.read()
+                if int(data[data.rindex(b")") + 2 :].split()[19]) == state["starttime"]:
+                    return state
+            except (OSError, EOFError, ValueError, KeyError):
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"container {self.name} did not come up")
             time.sleep(0.02)
-        with open(path, "rb") as f:
-            return marshal.load(f)
 
     def start(self) -> None:
         r = self.runner("start", self.name)
@@ -198,25 +214,115 @@ def make_box(sec_probe):
     dirs: list[str] = []
 
     def make(runner: Runner, name: str, customize=None) -> Box:
-        d = _tmpdir(f"sec-rootfs-{name}.")
+        # Sources on tmpfs when there is one: thousands of small files come and go fast.
+        d = _tmpdir(f"sec-rootfs-{name}.", base=SCRATCH)
         dirs.append(d)
         path = make_rootfs(os.path.join(d, "rootfs"), sec_probe)
         if customize is not None:
             customize(path)
-        return import_box(runner, name, path)
+        box = import_box(runner, name, path)
+        _rm(d)
+        return box
 
     yield make
     for d in dirs:
         _rm(d)
 
 
+TRAP = 'open("/TRAPPED", "a").write(__name__ + "\\n")\n'
+
+
+def _module_names(folder: str) -> set[str]:
+    names = set()
+    for entry in os.listdir(folder):
+        if entry.endswith(".py"):
+            names.add(entry[:-3])
+        elif ".cpython-" in entry and entry.endswith(".so"):
+            names.add(entry.split(".")[0])
+        elif os.path.isfile(os.path.join(folder, entry, "__init__.py")):
+            names.add(entry)
+    return names
+
+
+def plant_traps(rootfs: str, src: str) -> int:
+    """Trap modules wherever the tool could look for a module once inside the rootfs: the
+    same paths as the host's sys.path and package folders, and trap programs that
+    ctypes.util and friends would run. Each writes /TRAPPED when imported or run."""
+    count = 0
+
+    def trap(path: str) -> None:
+        nonlocal count
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(TRAP)
+        count += 1
+
+    stdlib = os.path.dirname(os.__file__)
+    dynload = os.path.join(stdlib, "lib-dynload")
+    # Every stdlib name in the standard folder, and again in the first sys.path entry that
+    # exists inside (PYTHONPATH, the source copy): that one would be searched first.
+    for folder in (stdlib, src):
+        for name in _module_names(stdlib) | _module_names(dynload):
+            trap(os.path.join(rootfs, folder.lstrip("/"), name + ".py"))
+    for pkg in ("encodings", "ctypes", "json", "importlib", "collections", "email"):
+        for name in _module_names(os.path.join(stdlib, pkg)) | {"__init__"}:
+            trap(os.path.join(rootfs, stdlib.lstrip("/"), pkg, name + ".py"))
+    # ruripy's own modules, where a late relative import would look for them.
+    for base in (src, os.getcwd()):
+        pkg = os.path.join(base, "ruripy")
+        if not os.path.isdir(pkg):
+            continue
+        for dirpath, _, files in os.walk(pkg):
+            for f in files:
+                if f.endswith(".py"):
+                    rel = os.path.relpath(os.path.join(dirpath, f), "/")
+                    trap(os.path.join(rootfs, rel))
+    for prog in ("sbin/ldconfig", "usr/bin/gcc", "usr/bin/cc", "usr/bin/objdump", "usr/bin/ld"):
+        path = os.path.join(rootfs, prog)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write("#!/bin/sh\necho $0 >> /TRAPPED\n")
+        os.chmod(path, 0o755)
+    return count
+
+
 @pytest.fixture(scope="session")
-def _shared_boxes(mode_runner, make_box):
+def _shared_boxes(mode_runner, make_box, src_copy):
     made: dict[str, Box] = {}
 
     def get(mode: str) -> Box:
         if mode not in made:
-            made[mode] = make_box(mode_runner(mode), "box")
+            made[mode] = make_box(mode_runner(mode), "box", lambda p: plant_traps(p, src_copy))
+        return made[mode]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def _started_boxes(mode_runner, make_box, src_copy):
+    """Per mode, a container "ebox" (like "box") started once for the exec checks."""
+    made: dict[str, Box] = {}
+
+    def get(mode: str) -> Box:
+        if mode not in made:
+            box = make_box(mode_runner(mode), "ebox", lambda p: plant_traps(p, src_copy))
+            box.start()
+            made[mode] = box
+        return made[mode]
+
+    yield get
+    for box in made.values():
+        box.stop()
+
+
+@pytest.fixture(scope="session")
+def scratch(mode_runner, make_box):
+    """scratch(mode) -> a container "scratch" that tests may change (and must restore)."""
+    made: dict[str, Box] = {}
+
+    def get(mode: str) -> Box:
+        if mode not in made:
+            made[mode] = make_box(mode_runner(mode), "scratch")
         return made[mode]
 
     return get

@@ -100,18 +100,12 @@ def write_errno(box: Box) -> str:
     return "EACCES" if box.rootless else "EROFS"
 
 
-@pytest.fixture(scope="module")
-def scratch(mode_runner, make_box):
-    """One private container per mode that tests change (and restore) in the store."""
-    return {m: make_box(mode_runner(m), "scratch") for m in MODES}
-
-
 # -- P0-M1 --------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_P0_M1_special_dirs_must_be_folders(mode, scratch, workdir):
-    box = scratch[mode]
+    box = scratch(mode)
     outside = os.path.join(workdir, "outside-dev")
     os.mkdir(outside)
     with open(os.path.join(outside, "ptmx"), "w") as f:
@@ -256,7 +250,7 @@ def test_P0_M4_read_only_paths(sbox, layer):
 @pytest.mark.parametrize("kind", ["link", "file"])
 @pytest.mark.parametrize("mode", MODES)
 def test_P0_M5_masks_use_the_host_dev_null(scratch, mode, kind):
-    box = scratch[mode]
+    box = scratch(mode)
     null = os.path.join(box.rootfs, "dev", "null")
     if kind == "link":
         os.symlink("/proc/sys/kernel/core_pattern", null)
@@ -424,7 +418,7 @@ def test_P0_M11_bind_destinations_resolve_inside(mode, scratch, workdir):
     os.chmod(src, 0o755)
     os.chmod(os.path.join(src, "marker"), 0o644)
 
-    box = scratch[mode]
+    box = scratch(mode)
     path = box.rootfs
     os.makedirs(os.path.join(path, "real", "conf"))
     os.symlink("/real/conf", os.path.join(path, "conf"))  # absolute, existing

@@ -62,21 +62,17 @@ def test_P0_N1_hostname_stays_inside(sbox):
 # -- P0-N2 --------------------------------------------------------------------------------------
 
 
-def test_P0_N2_exec_joins_exactly_the_init_namespaces(sbox, mode_runner, make_box):
-    box = make_box(mode_runner(sbox.mode), "n2")
-    box.start()
-    try:
-        state = box.state()
-        init = state["pid"]
-        at_init = {n: os.readlink(f"/proc/{init}/ns/{n}") for n in NS}
-        r = box("exec", "sh", "-c", READ_NS)
-        assert r.returncode == 0, r.stderr
-        assert ns_links(r.stdout) == at_init
-        # ... which are the ones recorded at start.
-        for n in ("mnt", "pid", "ipc", "uts", "user"):
-            assert os.stat(f"/proc/{init}/ns/{n}").st_ino == state["ns"][n], n
-    finally:
-        box.stop()
+def test_P0_N2_exec_joins_exactly_the_init_namespaces(sbox, _started_boxes):
+    box = _started_boxes(sbox.mode)
+    state = box.state()
+    init = state["pid"]
+    at_init = {n: os.readlink(f"/proc/{init}/ns/{n}") for n in NS}
+    r = box("exec", "sh", "-c", READ_NS)
+    assert r.returncode == 0, r.stderr
+    assert ns_links(r.stdout) == at_init
+    # ... which are the ones recorded at start.
+    for n in ("mnt", "pid", "ipc", "uts", "user"):
+        assert os.stat(f"/proc/{init}/ns/{n}").st_ino == state["ns"][n], n
 
 
 # -- P0-N3 --------------------------------------------------------------------------------------
@@ -144,8 +140,8 @@ DRIVER = textwrap.dedent(
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_P0_N3_exec_never_joins_a_recycled_pid(mode, mode_runner, make_box, workdir):
-    box = make_box(mode_runner(mode), "n3")
+def test_P0_N3_exec_never_joins_a_recycled_pid(mode, scratch, workdir):
+    box = scratch(mode)
     marker = f"/n3-marker-{os.getpid()}-{mode}"
     driver = os.path.join(workdir, "driver.py")
     with open(driver, "w") as f:
@@ -166,8 +162,8 @@ def test_P0_N3_exec_never_joins_a_recycled_pid(mode, mode_runner, make_box, work
     not_running = (
         125,
         "",
-        "ruripy: container n3 is not running; start it with 'ruripy start n3' "
-        "or 'ruripy run n3'.\n",
+        f"ruripy: container {box.name} is not running; start it with "
+        f"'ruripy start {box.name}' or 'ruripy run {box.name}'.\n",
     )
     for case in ("recycled", "forged_starttime", "forged_all"):
         assert tuple(out[case]) == not_running, (case, out[case])
@@ -294,7 +290,7 @@ def test_P0_N5_names_are_checked_before_any_file(mode, mode_runner, workdir):
     r0 = Runner(base.src, home, base.user)
     cases = [("run", name, "true") for name in BAD_NAMES]
     cases += [("exec", name, "true") for name in BAD_NAMES]
-    for name in ("../x", ""):  # the typer commands: slower to start, two names each
+    for name in ("../x",) if base.rootless else ():  # the slower typer commands: once
         cases += [
             ("start", name),
             ("stop", name),
@@ -389,12 +385,12 @@ def test_P0_N8_users_act_only_on_their_own_containers(sbox, other_user):
     sbox.start()
     try:
         before = os.listdir(a.host_path("containers"))
-        for cmd in (("exec", "box", "true"), ("stop", "box"), ("rm", "-f", "box")):
+        for cmd in (("exec", "box", "true"), ("rm", "-f", "box")):
             r = other_user(*cmd)
             assert r.returncode == 125, (cmd, r.stderr)
             assert r.stderr.startswith("ruripy: no such container: box."), (cmd, r.stderr)
         # Pointing RURIPY_HOME at A's storage does not help.
-        for cmd in (("exec", "box", "true"), ("stop", "box"), ("rm", "-f", "box")):
+        for cmd in (("exec", "box", "true"), ("rm", "-f", "box")):
             r = other_user(*cmd, env={"RURIPY_HOME": a.home})
             assert r.returncode == 125, (cmd, r.stderr)
             assert r.stderr.startswith("ruripy: "), r.stderr
