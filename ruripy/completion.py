@@ -137,7 +137,7 @@ def _arg_kind(command: str, param) -> str:
 
 
 def _one_line(text: str | None) -> str:
-    text = " ".join((text or "").split())
+    text = " ".join((text or "").replace("\\[", "[").split())  # "\\[": rich markup escape
     return text[:1].upper() + text[1:] if text else ""
 
 

@@ -217,10 +217,18 @@ def import_(name: str, source: str, given: dict, base: dict | None = None) -> di
     `base` is a profile to start from (a ruri config); `given` goes on top.
     """
     check_name(name)
+    if not source.strip():
+        raise RuripyError("import needs a SOURCE: the path of a rootfs folder or tarball.")
     store = Store().ensure()
     src = os.path.abspath(source)
     if not os.path.exists(src):
         raise RuripyError(f"{source} does not exist; give a rootfs folder or tarball.")
+    real, root = os.path.realpath(src), os.path.realpath(store.root)
+    if os.path.isdir(real) and os.path.commonpath([real, root]) in (real, root):
+        raise RuripyError(
+            f"{source} holds ruripy's own storage ({store.root}) or lies inside it; "
+            "give a rootfs folder outside it."
+        )
     prof = options.merge(dict(base) if base else options.defaults(), given)
     lifecycle.backend_of(prof)
     _cleanup_stale(store)

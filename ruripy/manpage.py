@@ -81,8 +81,9 @@ SEE_ALSO = (
 
 
 def esc(text: str) -> str:
-    """Text for roff: backslashes and dashes escaped, no line starting with a control dot."""
-    text = text.replace("\\", "\\e").replace("-", "\\-")
+    """Text for roff: backslashes and dashes escaped, no line starting with a control dot
+    (and rich's markup escape, a backslash before '[', dropped)."""
+    text = text.replace("\\[", "[").replace("\\", "\\e").replace("-", "\\-")
     return "\n".join("\\&" + line if line[:1] in (".", "'") else line for line in text.split("\n"))
 
 
