@@ -231,3 +231,13 @@ def test_get_bytes_limit_and_missing(server):
 def test_only_http_urls(tmp_path):
     with pytest.raises(RuripyError, match="only http"):
         download.fetch("file:///etc/passwd", str(tmp_path / "o"), sha256=None, size=None)
+
+
+def test_fetch_replaces_a_corrupt_cached_copy(site, tmp_path):
+    dest = str(tmp_path / "out")
+    with open(dest, "wb") as f:
+        f.write(b"not it")
+    with MirrorServer(site) as s:
+        download.fetch(f"{s.url}/file.bin", dest, sha256=DIGEST, size=len(DATA), quiet=True)
+        assert len(s.gets("file.bin")) == 1
+    assert open(dest, "rb").read() == DATA

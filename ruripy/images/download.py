@@ -700,25 +700,33 @@ def fetch(
 ) -> str:
     """Download `url` to `dest_path` (via `<dest_path>.part`) and return `dest_path`.
 
-    Does nothing when `dest_path` already exists and matches `sha256`. Retries connection
+    When `dest_path` already exists it is only read to check `sha256` (and downloaded again
+    if it does not match). Retries connection
     errors, timeouts, 5xx and 429 with backoff; resumes with Range/If-Range; restarts from
     byte 0 when the server answers 200 to a Range request. A digest mismatch deletes the
     part and raises RuripyError naming the file and both digests. `progress(done, total)`
     replaces the built-in display; `quiet` turns that display off.
     """
-    s = Stream(
-        url,
-        dest_path,
-        sha256=sha256,
-        size=size,
-        session=session,
-        progress=progress,
-        quiet=quiet,
-        label=label,
-        restartable=True,
-    )
-    for _ in s:
-        pass
+    for attempt in (1, 2):
+        s = Stream(
+            url,
+            dest_path,
+            sha256=sha256,
+            size=size,
+            session=session,
+            progress=progress,
+            quiet=quiet,
+            label=label,
+            restartable=True,
+        )
+        try:
+            for _ in s:
+                pass
+        except CacheCorrupt:
+            if attempt == 2:
+                raise
+            continue  # the bad cached copy is gone: download it
+        break
     return dest_path
 
 
