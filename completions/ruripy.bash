@@ -1,7 +1,7 @@
 # bash completion for ruripy. Generated from the CLI by 'python -m ruripy.completion --write': do not edit.
 # Install: ruripy completion bash > ~/.local/share/bash-completion/completions/ruripy
 _ruripy_commands="pull,images,rmi,search,create,import,export,run,exec,start,stop,ps,list,ls,rm,rename,clone,config,doctor,completion"
-_ruripy_global="--version,--help,-h"
+_ruripy_global="--version,--quiet,-q,--help,-h"
 
 # _ruripy_spec CMD: its options, those taking a value, and its positional kinds.
 _ruripy_spec() {

@@ -125,6 +125,7 @@ end
 
 complete -c ruripy -f
 complete -c ruripy -n 'not __ruripy_cmd >/dev/null' -l version -d 'Show the version.'
+complete -c ruripy -n 'not __ruripy_cmd >/dev/null' -l quiet -s q -d 'No progress output (pull, import, export).'
 complete -c ruripy -n 'not __ruripy_cmd >/dev/null' -l help -s h -d 'Show this message and exit.'
 complete -c ruripy -n 'not __ruripy_cmd >/dev/null' -a pull -d 'Download an image (catalog, LXC image server, registry or tarball) into the store.'
 complete -c ruripy -n 'not __ruripy_cmd >/dev/null' -a images -d 'List pulled images: name, kind, architecture, size, created, digest.'

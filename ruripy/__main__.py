@@ -165,6 +165,8 @@ def main() -> None:
     if problem:
         _fail(problem)
     args = sys.argv[1:]
+    while args and args[0] in ("-q", "--quiet"):  # global flags (cli.py) before the command
+        args = args[1:]
     if args and args[0] in ("run", "exec", "start") and os.geteuid() == 0:
         sealed_reexec()
     if args and args[0] in ("run", "exec") and not any(a in ("--help", "-h") for a in args[1:3]):

@@ -104,13 +104,22 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+# Global options (given before the command).
+GLOBAL = {"quiet": False}
+
+
 @app.callback()
 def main_callback(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="No progress output (pull, import, export)."),
+    ] = False,
 ) -> None:
     """Run Linux distros in containers, rootless or as root, without a daemon."""
+    GLOBAL["quiet"] = quiet
 
 
 # -- images ----------------------------------------------------------------------------------
@@ -156,6 +165,7 @@ def pull_cmd(
         check_name(name)
         if store.container_exists(name):
             fail(f"container {name} already exists; pick another name or remove it.")
+    quiet = quiet or GLOBAL["quiet"]
     info = pull.pull(image, store=store, arch=arch, mirror=mirror, insecure=insecure, quiet=quiet)
     if not quiet and not info.get("up_to_date"):
         stats = info.get("stats") or {}
@@ -310,7 +320,7 @@ def import_cmd(
     from . import containers
 
     base = containers.ruri_profile(ruri_config) if ruri_config else None
-    containers.import_(name, source, given, base)
+    containers.import_(name, source, given, base, quiet=GLOBAL["quiet"])
     print(name)
 
 
@@ -322,7 +332,7 @@ def export_cmd(
     """Write a container's root filesystem as a tarball ('-' writes tar to stdout)."""
     from . import containers
 
-    containers.export(name, file)
+    containers.export(name, file, quiet=GLOBAL["quiet"])
 
 
 def _fast(command: str, args: list[str]) -> None:

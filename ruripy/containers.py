@@ -8,6 +8,7 @@ a staging folder under tmp/ and renamed into place, so nothing half-made is ever
 
 import os
 import stat
+import sys
 import time
 
 from . import lifecycle, options, profile
@@ -201,20 +202,54 @@ def create(name: str, image_ref: str, given: dict, base: dict | None = None) -> 
     return record
 
 
-def _extract_file_inside(path: str, dst: str, rootless: bool) -> dict:
+class _Counted:
+    """A file object that reports how many bytes went through it to a progress display."""
+
+    def __init__(self, f, bar) -> None:
+        self.f = f
+        self.bar = bar
+        self.done = 0
+        self.name = getattr(f, "name", None)
+
+    def read(self, n: int = -1) -> bytes:
+        b = self.f.read(n)
+        self.done += len(b)
+        self.bar(self.done)
+        return b
+
+    def write(self, b) -> int:
+        n = self.f.write(b)
+        self.done += len(b)
+        self.bar(self.done)
+        return n
+
+    def flush(self) -> None:
+        self.f.flush()
+
+    def fileno(self) -> int:
+        return self.f.fileno()
+
+
+def _extract_file_inside(path: str, dst: str, rootless: bool, quiet: bool = False) -> dict:
+    from .images.download import Bar
     from .images.extract import extract
 
     os.mkdir(dst, 0o755)
     with open(path, "rb") as f:
-        stats = extract(f, dst, rootless=rootless)
+        size = os.fstat(f.fileno()).st_size
+        with Bar(f"Importing {os.path.basename(path)}", size, quiet) as bar:
+            stats = extract(_Counted(f, bar), dst, rootless=rootless, label=path)
     skipped = stats.get("skipped_devices") or 0
     return {"skipped_devices": len(skipped) if isinstance(skipped, list) else int(skipped)}
 
 
-def import_(name: str, source: str, given: dict, base: dict | None = None) -> dict:
+def import_(
+    name: str, source: str, given: dict, base: dict | None = None, quiet: bool = False
+) -> dict:
     """Make container `name` from a rootfs folder or tarball (a full copy, no image).
 
-    `base` is a profile to start from (a ruri config); `given` goes on top.
+    `base` is a profile to start from (a ruri config); `given` goes on top. A tarball's
+    progress shows on stderr unless `quiet`.
     """
     check_name(name)
     if not source.strip():
@@ -242,7 +277,7 @@ def import_(name: str, source: str, given: dict, base: dict | None = None) -> di
             if os.path.isdir(src):
                 run_in_userns(_copy_inside, src, dst, rootless)
             else:
-                stats = run_in_userns(_extract_file_inside, src, dst, rootless)
+                stats = run_in_userns(_extract_file_inside, src, dst, rootless, quiet)
                 n = stats.get("skipped_devices")
                 if n and rootless:
                     _warn(
@@ -438,8 +473,11 @@ def listing(store: Store, sizes: bool = True) -> list[dict]:
     return out
 
 
-def _export_inside(rootfs: str, out_fd: int, compression: str | None, overlay: tuple | None):
+def _export_inside(
+    rootfs: str, out_fd: int, compression: str | None, overlay: tuple | None, label: str, quiet
+):
     from .images.archive import export
+    from .images.download import Bar
 
     if overlay:
         syscalls.unshare(syscalls.CLONE_NEWNS)
@@ -450,13 +488,19 @@ def _export_inside(rootfs: str, out_fd: int, compression: str | None, overlay: t
         if _in_userns():
             opts += ",userxattr"
         syscalls.mount("overlay", rootfs, "overlay", syscalls.MS_RDONLY, opts)
-    with os.fdopen(out_fd, "wb", closefd=True) as out:
-        export(rootfs, out, compression)
-    return {}
+    # The size is not known ahead: a bar of bytes and speed on a terminal, else one line.
+    bar_shown = not quiet and sys.stderr.isatty()
+    if not quiet and not bar_shown:
+        print(label, file=sys.stderr, flush=True)
+    with os.fdopen(out_fd, "wb", closefd=True) as out, Bar(label, None, not bar_shown) as bar:
+        counted = _Counted(out, bar)
+        stats = export(rootfs, counted, compression)
+    return {"entries": stats.get("entries"), "written": counted.done}
 
 
-def export(name: str, dest: str) -> None:
-    """Write container `name`'s root as a tarball (compression by suffix; '-' is stdout)."""
+def export(name: str, dest: str, quiet: bool = False) -> None:
+    """Write container `name`'s root as a tarball (compression by suffix; '-' is stdout).
+    Progress shows on stderr unless `quiet`."""
     from .images.archive import compression_for
 
     store = Store().ensure()
@@ -479,11 +523,20 @@ def export(name: str, dest: str) -> None:
             out_fd,
             compression,
             overlay,
+            f"Exporting {name}" + ("" if dest == "-" else f" to {dest}"),
+            quiet,
             close_in_parent=(out_fd,),
         )
-        call.start().wait()
+        done = call.start().wait()
         if tmp:
             os.replace(tmp, dest)
+        if not quiet:
+            from .images.download import human_size
+
+            sys.stderr.write(
+                f"Exported {name}: {done.get('entries')} entries, "
+                f"{human_size(done.get('written'))}\n"
+            )
     except BaseException:
         if tmp:
             try:

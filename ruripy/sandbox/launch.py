@@ -14,6 +14,7 @@ Standard library only.
 
 import _signal as sig
 import os
+import warnings  # noqa: F401 (os.execvpe imports it on first use: inside the rootfs it is gone)
 
 from ..errors import RuripyError
 from . import binfmt, caps, cgroups, inroot, mounts, proot, seccomp, syscalls, terminal

@@ -1,0 +1,117 @@
+"""Everyday use through the installed entry point (a console script, not `python -m`),
+progress on stderr (a bar on a terminal, one line per step without one), and --quiet."""
+
+import os
+import pty
+import select
+import subprocess
+import sys
+import tarfile
+import time
+
+import pytest
+from conftest import busybox_rootfs
+
+
+@pytest.fixture
+def script(runner, workdir):
+    """`ruripy` as pip installs it: a script whose shebang is the interpreter."""
+    path = os.path.join(workdir, "ruripy")
+    with open(path, "w") as f:
+        f.write(
+            f"#!{sys.executable}\nimport sys\nfrom ruripy.__main__ import main\nsys.exit(main())\n"
+        )
+    os.chmod(path, 0o755)
+
+    def call(*args: str, text: bool = True) -> subprocess.CompletedProcess:
+        env = runner.env()
+        argv = [path, *args]
+        if runner.user:
+            envargs = [f"{k}={v}" for k, v in env.items()]
+            argv = ["runuser", "-u", runner.user.pw_name, "--", "env", "-i", *envargs, *argv]
+            env = None
+        return subprocess.run(
+            argv, env=env, cwd=workdir, capture_output=True, text=text, timeout=120
+        )
+
+    call.runner = runner
+    return call
+
+
+@pytest.fixture
+def tarball(workdir):
+    root = busybox_rootfs(os.path.join(workdir, "tree"))
+    path = os.path.join(workdir, "bb-1.0.tar.gz")
+    with tarfile.open(path, "w:gz") as t:
+        t.add(root, arcname=".")
+    os.chmod(path, 0o644)
+    return path
+
+
+def test_run_through_the_console_script(script, tarball):
+    """The quick start: the script, not runpy, is what users run (runpy imports modules
+    that the container's side of run must not import late)."""
+    r = script("import", "box", tarball)
+    assert r.returncode == 0, r.stderr
+    r = script("run", "box", "echo", "hi")
+    assert (r.returncode, r.stdout, r.stderr) == (0, "hi\n", "")
+    r = script("-q", "run", "box", "sh", "-c", "exit 7")
+    assert (r.returncode, r.stderr) == (7, "")
+    r = script("run", "box", "no-such-command")
+    assert r.returncode == 127
+
+
+def test_progress_lines_without_a_terminal(script, tarball, workdir):
+    r = script("import", "box", tarball)
+    assert r.returncode == 0 and r.stdout == "box\n"
+    size = os.path.getsize(tarball) / 1000 / 1000
+    assert r.stderr == f"Importing bb-1.0.tar.gz ({size:.1f} MB)\n"
+    out = os.path.join(workdir, "box.tar.zst")
+    r = script("export", "box", out)
+    assert r.returncode == 0 and r.stdout == ""
+    lines = r.stderr.splitlines()
+    assert lines[0] == f"Exporting box to {out}"
+    assert lines[1].startswith("Exported box: ") and " entries, " in lines[1]
+    assert len(lines) == 2
+    r = script("export", "box", "-", text=False)
+    assert r.returncode == 0 and r.stdout[257:262] == b"ustar"  # a tar on stdout
+    assert r.stderr.decode().splitlines()[0] == "Exporting box"
+
+
+def test_quiet_silences_progress(script, tarball, workdir):
+    for args in (
+        ("--quiet", "pull", tarball),
+        ("-q", "import", "box", tarball),
+        ("-q", "export", "box", os.path.join(workdir, "box.tar")),
+        ("pull", "--quiet", tarball),
+    ):
+        r = script(*args)
+        assert (r.returncode, r.stderr) == (0, ""), args
+    with tarfile.open(os.path.join(workdir, "box.tar")) as t:
+        assert "./bin/busybox" in t.getnames()
+
+
+def test_a_bar_on_a_terminal(privileged, tarball):
+    """On a terminal the pull shows a live bar (rich) on stderr, and ends with a summary."""
+    pid, fd = pty.fork()
+    if pid == 0:
+        env = privileged.env({"TERM": "xterm", "COLUMNS": "100"})
+        os.execvpe(sys.executable, [sys.executable, "-m", "ruripy", "pull", tarball], env)
+    out = b""
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        r, _, _ = select.select([fd], [], [], 0.1)
+        if r:
+            try:
+                b = os.read(fd, 65536)
+            except OSError:
+                break
+            if not b:
+                break
+            out += b
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    text = out.decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    assert "━" in text  # rich's bar
+    assert "Pulled bb-1.0" in text
