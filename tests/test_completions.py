@@ -157,7 +157,8 @@ def test_completion_command_prints_the_scripts(store):
 
 BASH_CASES = [
     ("ruripy r", ["rmi", "run", "rm", "rename"]),
-    ("ruripy --", ["--version", "--help"]),
+    ("ruripy --", ["--version", "--quiet", "--help"]),
+    ("ruripy -q run b", ["box1", "box2"]),  # a global flag before the command
     ("ruripy run ", ["box1", "box2", "web"]),
     ("ruripy run b", ["box1", "box2"]),
     ("ruripy run -t b", ["box1", "box2"]),  # -t is --tty for run: no value
