@@ -101,6 +101,13 @@ def _userns_fallback(store: Store, prof: dict, cfg: dict) -> bool:
     return proot.note_userns_blocked(store.path("cache"))
 
 
+def _is_proot(store: Store, name: str) -> bool:
+    try:
+        return backend_of(_load(store, name)[1], store) == "proot"
+    except RuripyError:
+        return False
+
+
 def _proot_session(store: Store, name: str, overrides: dict, argv: list[str] | None) -> int:
     """exec, or run on a running container, under proot: there are no namespaces to join,
     so a new proot session starts in the same root."""
@@ -240,7 +247,7 @@ def exec_(name: str, overrides: dict, argv: list[str]) -> int:
     if found and found[0].get("backend") == "proot":
         os.close(found[1])
         found = None
-    elif not found and backend_of(_load(store, name)[1], store) != "proot":
+    elif not found and not _is_proot(store, name):
         raise RuripyError(
             f"container {name} is not running; start it with 'ruripy start {name}' "
             f"or 'ruripy run {name}'."
