@@ -219,3 +219,30 @@ def test_values_for_v1_and_v2():
         ("cpu.cfs_quota_us", "200000"),
     ]
     assert cgroups._values("pids_limit", 64, False) == [("pids.max", "64")]
+
+
+def test_v2_plan_next_to_the_callers_cgroup(tmp_path, monkeypatch):
+    """cgroup v2 (not on this host's controllers): the container's cgroup is a sibling of
+    the caller's, and missing controllers are enabled in the parent's subtree_control."""
+    parent = tmp_path / "user.slice"
+    (parent / "me.scope").mkdir(parents=True)
+    (parent / "cgroup.controllers").write_text("cpu memory pids\n")
+    (parent / "cgroup.subtree_control").write_text("pids\n")
+    monkeypatch.setattr(cgroups, "hierarchies", lambda: ({}, (str(tmp_path), "/")))
+    monkeypatch.setattr(cgroups, "own_cgroups", lambda: ({}, "/user.slice/me.scope"))
+    plan = cgroups.prepare("box", {"memory": 1 << 26, "cpus": 0.5, "pids_limit": 10})
+    leaf = str(parent / f"ruripy-box-{os.getpid()}")
+    control = str(parent / "cgroup.subtree_control")
+    assert plan == {
+        "dirs": [leaf],
+        "files": [
+            (f"{leaf}/memory.max", str(1 << 26)),
+            (f"{leaf}/cpu.max", "50000 100000"),
+            (f"{leaf}/pids.max", "10"),
+        ],
+        "enable": [(control, "+memory"), (control, "+cpu")],
+    }
+    (parent / "cgroup.controllers").write_text("pids\n")
+    with pytest.raises(Exception, match="--memory needs a cgroup the caller may write; the "
+                       "memory controller is not available"):  # fmt: skip
+        cgroups.prepare("box", {"memory": 1 << 26})
