@@ -213,6 +213,7 @@ def main() -> None:
         for i in range(args.rounds):
             for which in ("ruripy", "oracle") if i % 2 == 0 else ("oracle", "ruripy"):
                 d = os.path.join(work, f"{which}.{i}")
+                os.sync()  # start each run without the previous run's writeback
                 os.mkdir(d, 0o700)
                 if user:
                     os.chown(d, user.pw_uid, user.pw_gid)

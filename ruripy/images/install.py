@@ -610,10 +610,15 @@ def install_image(
     if old:
         discard(old)
     n = len(skipped) if isinstance(skipped, list) else int(skipped or 0)
-    if n and rootless:
+    if n:
+        why = (
+            "a rootless extraction cannot create them"
+            if rootless
+            else "they are not on the list of safe device nodes"
+        )
         print(
             f"ruripy: warning: skipped {n} device node{'s' if n != 1 else ''} in {what} "
-            "(a rootless extraction cannot create them; ruripy provides /dev at run time).",
+            f"({why}; ruripy provides /dev at run time).",
             file=sys.stderr,
         )
     return info
