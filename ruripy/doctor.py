@@ -113,7 +113,9 @@ def check_userns() -> Check:
     fix = fix or "use a kernel built with CONFIG_USER_NS=y, or --backend proot"
     if _root():
         return Check("userns", WARN, f"root cannot create user namespaces ({why}; {found})", fix)
-    return Check("userns", FAIL, f"creating a user namespace failed ({why}; {found})", fix)
+    # With proot installed the proot backend still runs containers (see the backend line).
+    severity = WARN if find_program("proot") else FAIL
+    return Check("userns", severity, f"creating a user namespace failed ({why}; {found})", fix)
 
 
 def _file_caps(path: str) -> int:
@@ -387,56 +389,38 @@ def check_libseccomp() -> Check:
 
 
 def check_cgroup() -> Check:
-    mount = None
-    try:
-        with open("/proc/self/mountinfo") as f:
-            for line in f:
-                left, _, right = line.partition(" - ")
-                if right.split()[:1] == ["cgroup2"]:
-                    mount = left.split()[4]
-                    break
-    except OSError:
-        pass
-    fix_v2 = "boot with systemd.unified_cgroup_hierarchy=1 (cgroup v2)"
-    if mount is None:
-        return Check(
-            "cgroup",
-            WARN,
-            "no cgroup v2 hierarchy: --memory, --cpus and --pids-limit cannot be applied",
-            fix_v2,
-        )
-    rel = "/"
-    for line in (_read("/proc/self/cgroup") or "").splitlines():
-        if line.startswith("0::"):
-            rel = line[3:] or "/"
-    path = os.path.join(mount, rel.lstrip("/")).rstrip("/") or "/"
-    controllers = (_read(os.path.join(path, "cgroup.controllers")) or "").split()
-    shown = " ".join(controllers) or "none"
-    writable = os.access(path, os.W_OK) and os.access(os.path.join(path, "cgroup.procs"), os.W_OK)
-    detail = f"cgroup v2 at {path}, controllers: {shown}"
-    if mount != "/sys/fs/cgroup":
-        return Check(
-            "cgroup",
-            WARN,
-            f"{detail}; a hybrid v1/v2 setup: limits use cgroup v2 controllers only",
-            fix_v2,
-        )
-    if not writable:
-        return Check(
-            "cgroup",
-            WARN,
-            f"{detail}; not delegated to you, so resource limits cannot be applied",
-            "run ruripy under 'systemd-run --user --scope -p Delegate=yes', or as root",
-        )
-    missing = [c for c in ("memory", "cpu", "pids") if c not in controllers]
-    if missing:
-        return Check(
-            "cgroup",
-            WARN,
-            f"{detail}; {', '.join(missing)} not available",
-            "enable them in the parent's cgroup.subtree_control (systemd: Delegate=yes)",
-        )
-    return Check("cgroup", OK, f"{detail}; writable")
+    """Whether --memory, --cpus and --pids-limit can be applied (sandbox/cgroups.py decides,
+    without touching the host)."""
+    from .errors import RuripyError
+    from .sandbox import cgroups
+
+    samples = {"memory": 1 << 30, "cpus": 1.0, "pids_limit": 1024}
+    works, fails = [], []
+    for key, value in samples.items():
+        option = cgroups.LIMITS[key][1]
+        try:
+            cgroups.prepare("doctor", {key: value})
+            works.append(option)
+        except RuripyError:
+            fails.append(option)
+    v1, v2 = cgroups.hierarchies()
+    kind = "cgroup v2" if v2 and not v1 else "cgroup v1" if v1 and not v2 else "cgroup v1 and v2"
+    if not fails:
+        return Check("cgroup", OK, f"{kind}: {', '.join(works)} can be applied")
+    fix = (
+        "run ruripy as root, or in a delegated cgroup: systemd-run --user --scope "
+        "-p Delegate=yes ruripy run ..."
+    )
+    if not v1 and not v2:
+        fix = "mount a cgroup hierarchy (cgroup2 on /sys/fs/cgroup)"
+    can = f"; {', '.join(works)} can" if works else ""
+    return Check(
+        "cgroup",
+        WARN,
+        f"{kind}: {', '.join(fails)} cannot be applied here (no writable cgroup with that "
+        f"controller){can}",
+        fix,
+    )
 
 
 # -- other backends and architectures --------------------------------------------------------
@@ -515,11 +499,19 @@ def check_backend(checks: list[Check]) -> Check:
         return Check("backend", OK, "auto picks privileged (you are root)")
     if by.get("userns") == OK and by.get("idmap") != FAIL:
         return Check("backend", OK, "auto picks rootless (user namespaces work)")
+    if by.get("proot") == OK:
+        return Check(
+            "backend",
+            WARN,
+            "auto picks proot: user namespaces do not work here, and proot isolates nothing "
+            "(no seccomp filter, masks or capability bounds)",
+            "allow user namespaces (see the userns line) for the rootless backend",
+        )
     return Check(
         "backend",
         FAIL,
-        "user namespaces do not work here and the proot backend is not available in this version",
-        "fix the userns line, or run ruripy as root",
+        "user namespaces do not work here and proot is not installed: no backend can run",
+        "fix the userns line, or install proot (Termux: pkg install proot), or use root",
     )
 
 

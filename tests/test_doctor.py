@@ -59,6 +59,7 @@ def test_as_root(privileged):
     assert by["pidfd"].startswith("OK    pidfd")
     assert by["openat2"].startswith("OK    openat2")
     assert by["libseccomp"].startswith("OK    libseccomp   libseccomp 2.")
+    assert by["cgroup"].endswith(": --memory, --cpus, --pids-limit can be applied")
     assert by["backend"] == "OK    backend      auto picks privileged (you are root)"
 
 
@@ -74,6 +75,8 @@ def test_as_the_test_user(rootless):
     assert by["overlay"] == (
         f"OK    overlay      overlayfs mounts in a user namespace on {rootless.home} (ext4)"
     )
+    assert by["cgroup"].startswith("WARN  cgroup")  # nothing delegated to the test user
+    assert "--memory, --cpus, --pids-limit cannot be applied here" in by["cgroup"]
     assert by["backend"] == "OK    backend      auto picks rootless (user namespaces work)"
 
 
