@@ -503,8 +503,9 @@ def check_backend(checks: list[Check]) -> Check:
         return Check(
             "backend",
             WARN,
-            "auto picks proot: user namespaces do not work here, and proot isolates nothing "
-            "(no seccomp filter, masks or capability bounds)",
+            "auto picks proot for run and exec: user namespaces do not work here, and proot "
+            "isolates nothing (no seccomp filter, masks or capability bounds); pull, create "
+            "and import unpack in a user namespace, so they fail here",
             "allow user namespaces (see the userns line) for the rootless backend",
         )
     return Check(
@@ -539,8 +540,21 @@ def run_checks(store: Store | None = None) -> list[Check]:
         "userns", "newuidmap", "newgidmap", "subuid", "subgid", "idmap", "overlay", "storage",
         "pidfd", "openat2", "libseccomp", "cgroup", "proot", "qemu-user", "binfmt_misc",
     ]  # fmt: skip
-    out = []
+    out: list[Check] = []
     for name, step in zip(names, steps, strict=True):
+        userns = out[0] if out else None
+        if userns and userns.status != OK and name in ("idmap", "overlay") and not _root():
+            # Both need a user namespace: say so once, on the userns line.
+            what = "ids cannot be mapped" if name == "idmap" else "overlayfs cannot be tried"
+            out.append(
+                Check(
+                    name,
+                    userns.status if name == "idmap" else WARN,
+                    f"{what} without user namespaces (see the userns line)",
+                    "see the userns line",
+                )
+            )
+            continue
         try:
             out.append(step())
         except Exception as e:  # a broken check is a finding, not a crash

@@ -6,6 +6,8 @@ import os
 import pwd
 import shutil
 import struct
+import subprocess
+import sys
 
 import pytest
 from conftest import Runner
@@ -142,3 +144,30 @@ def test_file_capabilities_count_like_setuid(workdir):
     c = doctor.check_newidmap("newuidmap", path)
     assert (c.status, c.detail) == ("OK", f"{path} has the file capability cap_setuid")
     assert doctor.check_newidmap("newgidmap", path).status == "WARN"  # cap_setgid is missing
+
+
+# As the kernel of Termux (or a container that filters unshare) behaves: unshare() fails.
+_DENY_UNSHARE = (
+    "import os, sys; sys.path.insert(0, sys.argv[1]); "
+    "from ruripy.sandbox import seccomp; seccomp.prepare('off', ['unshare']).load(); "
+    "os.execvp(sys.argv[2], sys.argv[2:])"
+)
+
+
+def test_a_host_without_user_namespaces(rootless):
+    if not shutil.which("proot"):
+        pytest.skip("proot is not installed (apt-get install proot)")
+    r = subprocess.run(
+        [sys.executable, "-c", _DENY_UNSHARE, rootless.src, *rootless.argv("doctor")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    by = check_report(r)
+    assert by["userns"].startswith("WARN  userns       creating a user namespace failed")
+    assert by["idmap"] == (
+        "WARN  idmap        ids cannot be mapped without user namespaces (see the userns line)"
+    )
+    assert by["overlay"].startswith("WARN  overlay      overlayfs cannot be tried without")
+    assert by["backend"].startswith("WARN  backend      auto picks proot for run and exec")
+    assert "pull, create and import unpack in a user namespace" in by["backend"]
