@@ -25,10 +25,11 @@
  *   fresh-proc            unshare(user+mount+pid), fork, mount a new procfs, open its
  *                         sysrq-trigger and sys/kernel/core_pattern for writing; the result
  *                         names the first step that failed (step=ERRNO) or "mounted,..."
- *   exewatch:SECONDS      find another process whose /proc/PID/exe is a memfd or a python
- *                         interpreter, hold an O_PATH fd on it, wait until the process
- *                         exits or executes another program (alive=0), then reopen it for
- *                         writing; writes one byte only to a memfd
+ *   exewatch:SECONDS[:FILE]  find another process whose /proc/PID/exe is a memfd or a
+ *                         python interpreter, hold an O_PATH fd on it (then create FILE,
+ *                         if given, to tell it so), wait until the process exits or
+ *                         executes another program (alive=0), then reopen it for writing;
+ *                         writes one byte only to a memfd
  *   procopen:PID          open /proc/PID/exe, /proc/PID/mem, /proc/PID/fd/0 for reading
  *   tiocsti:TEXT          push TEXT into the input queue of the terminal on fd 0
  *   sleep:SECONDS         sleep
@@ -256,7 +257,7 @@ static int interesting_exe(const char *link)
 	return !strncmp(link, "/memfd:", 7) || strstr(link, "python") != NULL;
 }
 
-static void do_exewatch(const char *check, int seconds)
+static void do_exewatch(const char *check, int seconds, const char *signal_file)
 {
 	char out[8192], link[4096], path[64];
 	pid_t me = getpid();
@@ -290,6 +291,11 @@ static void do_exewatch(const char *check, int seconds)
 	if (fd < 0) {
 		say(check, "none-found");
 		return;
+	}
+	if (signal_file) { /* tell the target it has been seen */
+		int sf = open(signal_file, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+		if (sf >= 0)
+			close(sf);
 	}
 	snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
 	ssize_t n = readlink(path, link, sizeof link - 1);
@@ -389,8 +395,8 @@ int main(int argc, char **argv)
 			do_chroot_escape(argv[i], f[1]);
 		} else if (!strcmp(cmd, "fresh-proc")) {
 			do_fresh_proc(argv[i]);
-		} else if (!strcmp(cmd, "exewatch") && n == 2) {
-			do_exewatch(argv[i], atoi(f[1]));
+		} else if (!strcmp(cmd, "exewatch") && (n == 2 || n == 3)) {
+			do_exewatch(argv[i], atoi(f[1]), n == 3 ? f[2] : NULL);
 		} else if (!strcmp(cmd, "procopen") && n == 2) {
 			do_procopen(argv[i], f[1]);
 		} else if (!strcmp(cmd, "tiocsti") && n == 2) {

@@ -291,10 +291,15 @@ def e8box(mode_runner, make_box):
             ignore=shutil.ignore_patterns("__pycache__"),
         )
         with open(os.path.join(path, "bin", "trap"), "w") as f:
-            # Run as the interpreter for a second, then become a plain `sleep` so that the
-            # container lives on after the interpreter is gone (the moment of the attack).
+            # Run as the interpreter until the watcher has seen it, then become a plain
+            # `sleep`: the container lives on after the interpreter is gone (the moment of
+            # the attack).
             f.write(
-                "#!/proc/self/exe\nimport os, time\ntime.sleep(1)\n"
+                "#!/proc/self/exe\nimport os, time\n"
+                "for _ in range(400):\n"
+                "    if os.path.exists('/tmp/watched'):\n"
+                "        break\n"
+                "    time.sleep(0.05)\n"
                 "os.execv('/bin/busybox', ['sleep', '1'])\n"
             )
         os.chmod(os.path.join(path, "bin", "trap"), 0o755)
@@ -315,20 +320,22 @@ def test_P0_E8_host_interpreter_cannot_be_overwritten(e8box):
         )
         try:
             # While ruripy runs, its own executable is a sealed memfd copy.
-            for _ in range(50):
+            for _ in range(200):
                 exe = os.readlink(f"/proc/{trap.pid}/exe")
                 if exe.startswith("/memfd:"):
                     break
                 time.sleep(0.05)
             assert exe == "/memfd:ruripy (deleted)", how
             box.state()  # the container is up
-            got = box.probe("exewatch:10", command="exec")
+            watch = box("exec", "--", "/bin/sec_probe", "exewatch:20:/tmp/watched")
         finally:
             out, err = trap.communicate(timeout=30)
             if how == "exec":
                 box.stop()
-        assert trap.returncode == 0, (how, err)
-        exe, alive, reopen, write = got["exewatch:10"].split(",")
+        assert (trap.returncode, watch.returncode) == (0, 0), (how, err, watch.stderr)
+        got = parse_probe(watch.stdout)
+        os.unlink(os.path.join(box.rootfs, "tmp", "watched"))
+        exe, alive, reopen, write = got["exewatch:20:/tmp/watched"].split(",")
         assert exe.startswith("exe=/memfd:ruripy"), (how, got)
         assert alive == "alive=0"
         # The copy is sealed: it may be reopened, but never written.
