@@ -14,7 +14,9 @@ import tempfile
 import time
 
 import pytest
-from boxes import (
+
+pytest.register_assert_rewrite("boxes")
+from boxes import (  # noqa: E402 (after register_assert_rewrite)
     disk_usage,
     fails,
     image_dir,

@@ -8,7 +8,9 @@ import signal
 import subprocess
 
 import pytest
-from boxes import fails, ok, ps, wait_for
+
+pytest.register_assert_rewrite("boxes")
+from boxes import fails, ok, ps, wait_for  # noqa: E402
 
 pytest_plugins = ("boxes",)  # fixtures: bb_tar, image, obox
 

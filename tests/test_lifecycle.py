@@ -10,7 +10,9 @@ import subprocess
 import time
 
 import pytest
-from boxes import fails, listing, ok, pid_alive, ps, upper, wait_for
+
+pytest.register_assert_rewrite("boxes")
+from boxes import fails, listing, ok, pid_alive, ps, upper, wait_for  # noqa: E402
 
 pytest_plugins = ("boxes",)  # fixtures: bb_tar, image, obox
 
