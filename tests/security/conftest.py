@@ -29,6 +29,7 @@ from conftest import TEST_ROOT, TEST_USER, Runner, busybox_rootfs
 
 PROBES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "probes")
 MODES = ("rootless", "privileged")
+ENTRY = "import sys; from ruripy.__main__ import main; sys.exit(main())"  # the console script
 SCRATCH = "/dev/shm/ruripy-sec-tests" if os.path.isdir("/dev/shm") else TEST_ROOT
 
 
@@ -154,6 +155,16 @@ class Box:
 
     def run(self, *args: str, **kw) -> subprocess.CompletedProcess:
         return self.runner("run", self.name, *args, **kw)
+
+    def entry(self, command: str, *args: str) -> subprocess.CompletedProcess:
+        """`ruripy COMMAND NAME ARGS...` the way the installed `ruripy` script starts it
+        (no runpy, so fewer modules are imported at start-up than with -m)."""
+        argv = self.runner.argv(command, self.name, *args)
+        i = argv.index("-m")
+        argv[i : i + 2] = ["-c", ENTRY]
+        return subprocess.run(
+            argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120
+        )
 
     def probe(self, *checks: str, opts=(), command: str = "run", **kw) -> dict[str, str]:
         """Run the probe in the container (run or exec) and return {check: result}."""
