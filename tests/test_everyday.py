@@ -10,7 +10,8 @@ import tarfile
 import time
 
 import pytest
-from conftest import busybox_rootfs
+from conftest import REPO, busybox_rootfs
+from lxcmirror import MirrorServer, build_mirror
 
 
 @pytest.fixture
@@ -35,6 +36,7 @@ def script(runner, workdir):
         )
 
     call.runner = runner
+    call.path = path
     return call
 
 
@@ -115,3 +117,38 @@ def test_a_bar_on_a_terminal(privileged, tarball):
     assert os.waitstatus_to_exitcode(status) == 0, text
     assert "━" in text  # rich's bar
     assert "Pulled bb-1.0" in text
+
+
+def readme_quick_start() -> list[str]:
+    """The command lines of the README's Quick start block, comments removed."""
+    with open(os.path.join(REPO, "README.md")) as f:
+        text = f.read()
+    block = text.split("\n## Quick start\n", 1)[1].split("```sh\n", 1)[1].split("\n```", 1)[0]
+    return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def test_readme_quick_start_works_as_written(script, workdir):
+    """Every line of the Quick start, in order, against a loopback LXC image server."""
+    root = os.path.join(workdir, "mirror")
+    build_mirror(root)
+    lines = readme_quick_start()
+    assert lines[0] == "ruripy doctor" and "ruripy rm deb" in lines
+    bindir = os.path.dirname(script.path)
+    with MirrorServer(root) as mirror:
+        env = script.runner.env({"RURIPY_LXC_MIRROR": mirror.url})
+        env["PATH"] = bindir + ":" + env["PATH"]
+        for line in lines:
+            argv = ["sh", "-c", line]
+            run_env = env
+            if script.runner.user:
+                envargs = [f"{k}={v}" for k, v in env.items()]
+                argv = ["runuser", "-u", script.runner.user.pw_name, "--", "env", "-i"]
+                argv += [*envargs, "sh", "-c", line]
+                run_env = None
+            r = subprocess.run(
+                argv, env=run_env, cwd=workdir, capture_output=True, text=True, timeout=120
+            )
+            assert r.returncode == 0, (line, r.stderr)
+            if line.startswith("ruripy run deb -- cat"):
+                assert "ID=" in r.stdout or r.stdout.strip(), r.stdout
+    assert os.path.exists(os.path.join(workdir, "deb.tar.gz"))
