@@ -61,6 +61,8 @@ def normalize_arch(arch: str | None) -> str:
 
 def base_url(mirror: str | None = None) -> str:
     """The server's base URL: --mirror, else $RURIPY_LXC_MIRROR, else the official server."""
+    if mirror is not None and not mirror.strip():  # --mirror "" is a mistake, not "default"
+        raise RuripyError("--mirror needs a URL: the http:// or https:// folder of the server.")
     url = (mirror or os.environ.get(MIRROR_ENV) or DEFAULT_MIRROR).strip()
     if not re.match(r"^https?://[^/\s]+", url):
         raise RuripyError(
