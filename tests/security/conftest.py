@@ -45,6 +45,19 @@ def _tmpdir(
     return d
 
 
+def _kill_init(state_path: str) -> None:
+    """SIGKILL the init a state file names, if it is still that process."""
+    try:
+        with open(state_path, "rb") as f:
+            state = marshal.load(f)
+        with open(f"/proc/{state['pid']}/stat", "rb") as f:
+            data = f.read()
+        if int(data[data.rindex(b")") + 2 :].split()[19]) == state["starttime"]:
+            os.kill(state["pid"], 9)
+    except (OSError, EOFError, ValueError, KeyError, TypeError):
+        pass
+
+
 def _rm(path: str) -> None:
     subprocess.run(["rm", "-rf", "--one-file-system", path], check=False)
 
@@ -104,6 +117,7 @@ def _runners(src_copy):
         for f in os.listdir(r.host_path("state")) if os.path.isdir(r.host_path("state")) else ():
             if f.endswith(".rec"):
                 r("stop", "-t", "1", f[:-4], timeout=30)
+                _kill_init(r.host_path("state", f))  # if stop could not
     for h in homes:  # thousands of small files: let rm finish after the session
         subprocess.Popen(
             ["rm", "-rf", "--one-file-system", h],
