@@ -435,8 +435,10 @@ def _du_inside(trees: dict) -> dict:
 
 def listing(store: Store, sizes: bool = True) -> list[dict]:
     """Every container: name, image, backend, storage, created, status and size on disk
-    (the copy-on-write layer of an overlay container, the whole root of a copy)."""
+    (the copy-on-write layer of an overlay container, the whole root of a copy). Like
+    every look at the store, it cleans what killed commands left (stale state, tmp/)."""
     running = dict(lifecycle.running_states(store))
+    _cleanup_stale(store)
     out = []
     for name in store.container_names():
         try:

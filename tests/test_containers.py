@@ -445,6 +445,37 @@ def test_kill_9_in_the_middle_of_create_blocks_nothing(runner, image, delay):
     assert os.listdir(runner.host_path("tmp")) == []
 
 
+@pytest.mark.parametrize("what", ["create", "clone", "rm"])
+def test_kill_9_with_a_staging_folder_in_tmp_blocks_nothing(runner, image, what):
+    """Killed while its staging folder exists (a copy-create, clone or rm in progress)."""
+    no_overlay = {"RURIPY_TEST_NO_OVERLAY": "1"}
+    if what != "create":
+        ok(runner("create", "src", image, env=no_overlay))
+    args = {
+        "create": ("create", "box", image),
+        "clone": ("clone", "src", "box"),
+        "rm": ("rm", "src"),
+    }[what]
+    tmp = runner.host_path("tmp")
+    p = runner.popen(*args, env=no_overlay, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert wait_for(lambda: os.listdir(tmp) or p.poll() is not None, timeout=30, step=0.001)
+    _kill_ruripy(p)
+    left = os.listdir(tmp)
+    names = set(listing(runner))
+    # Whatever the moment, the name is either complete or absent, and nothing blocks it.
+    assert names <= {"src", "box"}
+    for n in names:
+        ok(runner("run", n, "true"))
+    if what == "rm" and "src" in names:
+        ok(runner("rm", "src"))
+    if what != "rm":
+        if "box" in names:
+            ok(runner("rm", "box"))
+        ok(runner(*args, env=no_overlay))
+        ok(runner("run", "box", "true"))
+    assert os.listdir(tmp) == [], (left, os.listdir(tmp))
+
+
 def _kill_ruripy(p: subprocess.Popen) -> None:
     """kill -9 the ruripy process itself (below runuser/env), then reap the wrapper."""
     target = _ruripy_pid(p.pid)
