@@ -114,7 +114,7 @@ def check_userns() -> Check:
     if _root():
         return Check("userns", WARN, f"root cannot create user namespaces ({why}; {found})", fix)
     # With proot installed the proot backend still runs containers (see the backend line).
-    severity = WARN if find_program("proot") else FAIL
+    severity = WARN if _proot() else FAIL
     return Check("userns", severity, f"creating a user namespace failed ({why}; {found})", fix)
 
 
@@ -426,8 +426,15 @@ def check_cgroup() -> Check:
 # -- other backends and architectures --------------------------------------------------------
 
 
+def _proot() -> str | None:
+    """The proot the proot backend would use ($RURIPY_PROOT, else PATH: Termux's too)."""
+    from .sandbox.proot import find_proot
+
+    return find_proot()
+
+
 def check_proot() -> Check:
-    path = find_program("proot")
+    path = _proot()
     if path:
         return Check("proot", OK, f"{path} (for hosts without user namespaces)")
     return Check(

@@ -53,6 +53,7 @@ ENVIRONMENT = [
     ("XDG_DATA_HOME", "Base of the default storage root ($XDG_DATA_HOME/ruripy)."),
     ("RURIPY_LXC_MIRROR", "Base URL of the LXC image server, for every command (--mirror)."),
     ("RURIPY_DEBUG", "Set to 1 to show Python tracebacks instead of one-line errors."),
+    ("RURIPY_PROOT", "The proot program of the proot backend (default: proot from PATH)."),
 ]
 
 EXIT_STATUS = [
