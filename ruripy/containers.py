@@ -7,63 +7,15 @@ a staging folder under tmp/ and renamed into place, so nothing half-made is ever
 """
 
 import os
-import stat
 import sys
 import time
 
 from . import lifecycle, options, profile
 from .errors import RuripyError
+from .images.install import remove_here, remove_tree
 from .sandbox import syscalls
 from .sandbox.userns import UsernsCall, run_in_userns
 from .store import Store, check_name, read_json, read_record, write_record
-
-
-def _remove_inside(path: str) -> None:
-    """Delete `path` without following symlinks or crossing into another filesystem."""
-    try:
-        top = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not os.path.isdir(path) or os.path.islink(path):
-        os.unlink(path)
-        return
-    for dirpath, dirnames, filenames, dirfd in os.fwalk(path, topdown=False):
-        if os.fstat(dirfd).st_dev != top.st_dev:
-            raise RuripyError(f"{dirpath} is a mount point; refusing to delete below it.")
-        for n in filenames:
-            os.unlink(n, dir_fd=dirfd)
-        for n in dirnames:
-            try:
-                os.rmdir(n, dir_fd=dirfd)
-            except NotADirectoryError:
-                os.unlink(n, dir_fd=dirfd)
-            except PermissionError:
-                os.chmod(n, 0o700, dir_fd=dirfd)
-                os.rmdir(n, dir_fd=dirfd)
-    os.rmdir(path)
-
-
-def _chmod_dirs_inside(path: str) -> None:
-    """Make every folder writable by its owner, so the deletion can enter it (overlay work/)."""
-    for _, dirnames, _, dirfd in os.fwalk(path):
-        for n in dirnames:
-            try:
-                st = os.stat(n, dir_fd=dirfd, follow_symlinks=False)
-                if stat.S_ISDIR(st.st_mode) and st.st_mode & 0o700 != 0o700:
-                    os.chmod(n, 0o700, dir_fd=dirfd)
-            except OSError:
-                pass
-
-
-def _remove_tree_inside(path: str) -> None:
-    _chmod_dirs_inside(path)
-    _remove_inside(path)
-
-
-def remove_tree(path: str) -> None:
-    """Delete a tree whose files may belong to the caller's subordinate ids."""
-    if os.path.lexists(path):
-        run_in_userns(_remove_tree_inside, path)
 
 
 def find_image(store: Store, ref: str) -> tuple[str, dict]:
@@ -101,8 +53,7 @@ def _make_root_inside(lower: str, staging: str, overlay: bool, rootless: bool) -
         os.mkdir(d, 0o755)
     if overlay and _overlay_works(lower, dirs[1], dirs[2], dirs[0]):
         return "overlay"
-    for d in dirs:
-        _remove_tree_inside(d)
+    remove_here(dirs)
     _copy_inside(lower, dirs[0], rootless)
     return "copy"
 

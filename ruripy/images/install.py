@@ -60,9 +60,10 @@ def _mounts_at_or_below(path: str) -> list[str]:
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def _remove_here(paths: list[str]) -> int:
+def remove_here(paths: list[str]) -> int:
     """Delete each path (a file or a tree) without following symlinks or leaving its
-    filesystem; returns the number of entries removed. Runs as root of the namespace."""
+    filesystem; returns the number of entries removed. For code already running as root
+    of the user namespace; `remove_tree` gets there first."""
     removed = 0
     for path in paths:
         mounts = _mounts_at_or_below(path)
@@ -163,7 +164,7 @@ def remove_tree(path: str | list[str]) -> int:
     paths = [p for p in paths if os.path.lexists(p)]
     if not paths:
         return 0
-    return run_in_userns(_remove_here, paths)
+    return run_in_userns(remove_here, paths)
 
 
 # -- staging folders ------------------------------------------------------------------------
