@@ -178,7 +178,8 @@ def test_default_builds(lib):
 def test_unknown_deny_syscall(lib, name):
     with pytest.raises(RuripyError) as e:
         seccomp.prepare("default", deny=["mkdir", name])
-    assert str(e.value).startswith(f"unknown system call {name} in --deny-syscall")
+    shown = name.replace("\0", "\\x00")  # control characters are escaped in messages
+    assert str(e.value).startswith(f"unknown system call {shown} in --deny-syscall")
     assert e.value.status == 125
 
 

@@ -171,13 +171,13 @@ def remove_tree(path: str | list[str]) -> int:
 
 
 def _alive(pid: int) -> bool:
+    """Whether `pid` still runs; a zombie (killed, not yet reaped) counts as gone."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
         return False
-    except PermissionError:
-        return True
-    return True
+    return state not in (b"Z", b"X")
 
 
 def _claim(store: Store, path: str, label: str) -> str | None:
