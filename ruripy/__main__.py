@@ -1,4 +1,4 @@
-"""Entry point. `run` and `exec` take a fast path that never imports typer, rich or requests.
+"""Entry point. `run`, `exec` and `create` take a fast path that never imports typer or rich.
 
 Every other command, and any `--help`, goes to the typer app in ruripy.cli.
 """
@@ -65,6 +65,58 @@ def parse_runtime_args(command: str, args: list[str]) -> tuple[str, dict, list[s
     return name, overrides, args[i:]
 
 
+def parse_create_args(args: list[str]) -> tuple[str, str, dict, str | None]:
+    """Parse `create NAME IMAGE [OPTIONS]` (options anywhere) by the option table.
+
+    Returns (name, image, overrides, ruri_config).
+    """
+    from . import options
+
+    positional: list[str] = []
+    given: dict = {}
+    ruri_config = None
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            positional.extend(args[i + 1 :])
+            break
+        if not a.startswith("-") or a == "-":
+            positional.append(a)
+            i += 1
+            continue
+        flag, eq, value = a.partition("=") if a.startswith("--") else (a[:2], "", a[2:])
+        if not a.startswith("--") and value:
+            eq = "="
+        opt = options.BY_FLAG.get(flag)
+        if opt is None and flag != "--ruri-config":
+            raise _usage("create", f"unknown option {flag} for create")
+        if opt is not None and opt.kind == "bool":
+            if eq:
+                raise _usage("create", f"option {flag} takes no value")
+            given[opt.key] = flag != opt.off
+            i += 1
+            continue
+        if not eq:
+            if i + 1 >= len(args):
+                metavar = opt.metavar if opt is not None else "FILE"
+                raise _usage("create", f"option {flag} needs a value ({metavar or 'VALUE'})")
+            value = args[i + 1]
+            i += 2
+        else:
+            i += 1
+        if opt is None:
+            ruri_config = value
+        elif opt.kind == "list":
+            given.setdefault(opt.key, []).append(value)
+        else:
+            given[opt.key] = value
+    if len(positional) != 2:
+        raise _usage("create", "create needs a container name and an image, and nothing more")
+    overrides = {k: options.BY_KEY[k].check(v) for k, v in given.items()}
+    return positional[0], positional[1], overrides, ruri_config
+
+
 def _usage(command: str, message: str) -> Exception:
     from .errors import RuripyError
 
@@ -76,6 +128,14 @@ def fast(command: str, args: list[str]) -> int:
     from .errors import RuripyError
 
     try:
+        if command == "create":  # no typer: 'create' should take well under a second
+            from . import containers
+
+            name, image, overrides, ruri_config = parse_create_args(args)
+            base = containers.ruri_profile(ruri_config) if ruri_config else None
+            containers.create(name, image, overrides, base)
+            sys.stdout.write(name + "\n")
+            return 0
         name, overrides, argv = parse_runtime_args(command, args)
         if command == "exec":
             if not argv:
@@ -169,7 +229,9 @@ def main() -> None:
         args = args[1:]
     if args and args[0] in ("run", "exec", "start") and os.geteuid() == 0:
         sealed_reexec()
-    if args and args[0] in ("run", "exec") and not any(a in ("--help", "-h") for a in args[1:3]):
+    fast_commands = ("run", "exec", "create")
+    helping = {"--help", "-h"}.intersection(args[1:] if args[:1] == ["create"] else args[1:3])
+    if args and args[0] in fast_commands and not helping:
         code = fast(args[0], args[1:])
         try:
             sys.stdout.flush()
