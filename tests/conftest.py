@@ -29,6 +29,25 @@ def _rm_tree(path: str) -> None:
     subprocess.run(["rm", "-rf", "--one-file-system", path], check=False)
 
 
+def kill_leftovers(home: str) -> None:
+    """SIGKILL every process still working for storage root `home` (a container a test
+    started and did not stop), so no test leaves containers running behind it."""
+    want = f"RURIPY_HOME={home}".encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError:
+            continue
+        if want in env:
+            try:
+                os.kill(int(entry), 9)
+            except OSError:
+                pass
+
+
 @pytest.fixture(scope="session")
 def src_copy():
     """A copy of the package in a world-readable folder, so the test user can import it."""
@@ -175,6 +194,7 @@ def privileged(src_copy, workdir):
     os.makedirs(TEST_ROOT, exist_ok=True)
     home = tempfile.mkdtemp(prefix="home-root.", dir=TEST_ROOT)
     yield Runner(src_copy, home, None)
+    kill_leftovers(home)
     _rm_tree(home)
 
 
@@ -183,7 +203,8 @@ def rootless(src_copy, workdir, test_user):
     home = os.path.join(workdir, "home-user")
     os.mkdir(home, 0o700)
     os.chown(home, test_user.pw_uid, test_user.pw_gid)
-    return Runner(src_copy, home, test_user)
+    yield Runner(src_copy, home, test_user)
+    kill_leftovers(home)
 
 
 @pytest.fixture(params=["rootless", "privileged"])

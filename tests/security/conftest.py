@@ -25,7 +25,7 @@ import tempfile
 import time
 
 import pytest
-from conftest import TEST_ROOT, TEST_USER, Runner, busybox_rootfs
+from conftest import TEST_ROOT, TEST_USER, Runner, busybox_rootfs, kill_leftovers
 
 PROBES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "probes")
 MODES = ("rootless", "privileged")
@@ -118,6 +118,7 @@ def _runners(src_copy):
             if f.endswith(".rec"):
                 r("stop", "-t", "1", f[:-4], timeout=30)
                 _kill_init(r.host_path("state", f))  # if stop could not
+        kill_leftovers(r.home)  # containers whose state file a test removed
     for h in homes:  # thousands of small files: let rm finish after the session
         subprocess.Popen(
             ["rm", "-rf", "--one-file-system", h],
