@@ -51,7 +51,11 @@ def _make_root_inside(lower: str, staging: str, overlay: bool, rootless: bool) -
     dirs = [os.path.join(staging, d) for d in ("rootfs", "upper", "work")]
     for d in dirs:
         os.mkdir(d, 0o755)
-    if overlay and _overlay_works(lower, dirs[1], dirs[2], dirs[0]):
+    try:
+        works = overlay and _overlay_works(lower, dirs[1], dirs[2], dirs[0])
+    except OSError:  # no mount namespace here (no user namespaces: the proot backend)
+        works = False
+    if works:
         return "overlay"
     remove_here(dirs)
     _copy_inside(lower, dirs[0], rootless)

@@ -512,7 +512,7 @@ def check_backend(checks: list[Check]) -> Check:
             WARN,
             "auto picks proot for run and exec: user namespaces do not work here, and proot "
             "isolates nothing (no seccomp filter, masks or capability bounds); pull, create "
-            "and import unpack in a user namespace, so they fail here",
+            "and import unpack as your own user, so files keep your id",
             "allow user namespaces (see the userns line) for the rootless backend",
         )
     return Check(

@@ -170,4 +170,4 @@ def test_a_host_without_user_namespaces(rootless):
     )
     assert by["overlay"].startswith("WARN  overlay      overlayfs cannot be tried without")
     assert by["backend"].startswith("WARN  backend      auto picks proot for run and exec")
-    assert "pull, create and import unpack in a user namespace" in by["backend"]
+    assert "pull, create and import unpack as your own user" in by["backend"]

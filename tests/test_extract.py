@@ -216,6 +216,7 @@ def test_a_plain_tar_whose_first_name_looks_like_a_magic(tmp_path):
         (gzip.compress(b"just text\n" * 100), "test.tar is not a tar archive"),
         (zstandard.ZstdCompressor().compress(b"\0" * 10), "test.tar is not a tar archive"),
     ],
+    ids=["empty", "text", "gzip-text", "zstd-zeros"],  # stable ids: gzip data holds a time
 )
 def test_not_a_tar(tmp_path, blob, message):
     with pytest.raises(RuripyError) as e:

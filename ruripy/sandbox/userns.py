@@ -11,7 +11,7 @@ import traceback
 
 from ..errors import RuripyError
 from . import syscalls
-from .idmap import IdMap, caller_idmap, userns_unavailable_reason
+from .idmap import IdMap, caller_idmap
 
 _ERR = b"E"
 _OK = b"K"
@@ -57,16 +57,19 @@ class UsernsCall:
                 if self.rootless:
                     try:
                         syscalls.unshare(syscalls.CLONE_NEWUSER)
+                        plain = False
                     except OSError:
-                        os.write(ready_w, b"U")
-                        os._exit(125)
-                    os.write(ready_w, b"1")
+                        # No user namespaces (Termux, a locked-down kernel): carry on as
+                        # the plain user, as proot-distro does; files keep the caller's id.
+                        plain = True
+                    os.write(ready_w, b"P" if plain else b"1")
                     if os.read(go_r, 1) != b"1":
                         os._exit(125)
-                    os.setresgid(0, 0, 0)
-                    os.setresuid(0, 0, 0)
-                    if self.idmap.ranges:
-                        os.setgroups([])
+                    if not plain:
+                        os.setresgid(0, 0, 0)
+                        os.setresuid(0, 0, 0)
+                        if self.idmap.ranges:
+                            os.setgroups([])
                 else:
                     os.write(ready_w, b"1")
                 result = self.fn(*self.args)
@@ -87,9 +90,10 @@ class UsernsCall:
         self._result_r = result_r
         try:
             state = os.read(ready_r, 1)
-            if state == b"U":
-                self._reap()
-                raise RuripyError(userns_unavailable_reason())
+            if state == b"P":
+                _warn_plain_once()
+                os.write(go_w, b"1")
+                return self
             if state != b"1":
                 self._reap()
                 raise RuripyError("could not start a helper process for the user namespace.")
@@ -130,6 +134,19 @@ class UsernsCall:
             raise RuripyError(data[1:].decode("utf-8", "replace"))
         code = os.waitstatus_to_exitcode(status)
         raise RuripyError(f"a helper process in the user namespace ended unexpectedly ({code}).")
+
+
+_warned = []
+
+
+def _warn_plain_once() -> None:
+    if not _warned:
+        _warned.append(True)
+        os.write(
+            2,
+            b"ruripy: warning: user namespaces are unavailable here, so files keep your own id "
+            b"and containers run with the proot backend ('ruripy doctor' says why).\n",
+        )
 
 
 def run_in_userns(fn, *args):
