@@ -89,18 +89,6 @@ def _block_signals() -> None:
     sig.pthread_sigmask(sig.SIG_BLOCK, WAITED)
 
 
-def _reset_signals() -> None:
-    """Default dispositions, empty mask: what the command should start with (P1-E10)."""
-    for s in range(1, 65):
-        if s in (9, 19, 32, 33):
-            continue
-        try:
-            sig.signal(s, sig.SIG_DFL)
-        except (OSError, ValueError, RuntimeError):
-            pass
-    sig.pthread_sigmask(sig.SIG_SETMASK, ())
-
-
 # -- the user and the command, resolved inside the container ----------------------------
 
 
@@ -245,7 +233,7 @@ def _become(cfg: dict, argv: list[str] | None, flt) -> None:
     os.closerange(3, 1 << 16)
     if cfg.get("no_new_privs", True):
         syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
-    _reset_signals()
+    syscalls.reset_signals()
     if flt is not None:
         flt.load()
     try:

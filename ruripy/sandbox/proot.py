@@ -36,7 +36,7 @@ import os
 import stat
 
 from ..errors import RuripyError
-from . import inroot
+from . import inroot, syscalls
 
 FORWARDED = (1, 2, 3, 10, 12, 14, 15, 28)
 WAITED = (17, *FORWARDED)
@@ -158,8 +158,6 @@ def userns_blocked(cache_dir: str) -> bool:
 
 def probe_userns() -> bool:
     """Whether a forked child may unshare(CLONE_NEWUSER) (about a millisecond)."""
-    from . import syscalls
-
     pid = os.fork()
     if pid == 0:
         try:
@@ -444,17 +442,6 @@ def _signal_all(pid: int, signo: int) -> None:
             pass
 
 
-def _reset_signals() -> None:
-    for s in range(1, 65):
-        if s in (9, 19, 32, 33):
-            continue
-        try:
-            sig.signal(s, sig.SIG_DFL)
-        except (OSError, ValueError, RuntimeError):
-            pass
-    sig.pthread_sigmask(sig.SIG_SETMASK, ())
-
-
 def _status_code(status: int) -> int:
     if os.WIFSIGNALED(status):
         return 128 + os.WTERMSIG(status)
@@ -507,8 +494,6 @@ def run(cfg: dict, argv: list[str] | None, on_ready, environment, attach=None) -
             os.close(st_r)
             os.close(ex_r)
             if not cfg.get("detach"):
-                from . import syscalls
-
                 syscalls.prctl(syscalls.PR_SET_PDEATHSIG, 9)
             if os.read(go_r, 1) != b"1":
                 os._exit(125)
@@ -527,7 +512,7 @@ def run(cfg: dict, argv: list[str] | None, on_ready, environment, attach=None) -
             if ex_w != STATUS_FD + 1:
                 os.dup2(ex_w, STATUS_FD + 1, inheritable=False)
             os.closerange(STATUS_FD + 2, 1 << 16)
-            _reset_signals()
+            syscalls.reset_signals()
             os.execve(args[0], args, env)
         except OSError as e:
             _say(f"cannot run {args[0]}: {e.strerror}.")

@@ -3,6 +3,7 @@
 Standard library only. Every wrapper raises OSError with the call's errno on failure.
 """
 
+import _signal
 import ctypes
 import os
 
@@ -193,3 +194,15 @@ def loopback_up() -> None:
         _check(libc.ioctl(fd, 0x8914, ifr), "SIOCSIFFLAGS lo")
     finally:
         os.close(fd)
+
+
+def reset_signals() -> None:
+    """Default dispositions, empty mask: what a container's command starts with (P1-E10)."""
+    for s in range(1, 65):
+        if s in (9, 19, 32, 33):
+            continue
+        try:
+            _signal.signal(s, _signal.SIG_DFL)
+        except (OSError, ValueError, RuntimeError):
+            pass
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
