@@ -480,9 +480,10 @@ def start(cfg: dict, argv: list[str] | None, on_ready) -> int:
             }
         )
     if cfg.get("detach"):
-        if pidfd >= 0:
-            os.close(pidfd)
         os.waitpid(c1, 0)
+        if pidfd < 0:  # its init is already gone: say so rather than report a start
+            raise RuripyError("the container stopped right after it started; try 'ruripy run'.")
+        os.close(pidfd)
         return 0
 
     def forward(signo: int) -> None:
