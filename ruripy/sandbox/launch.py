@@ -17,7 +17,7 @@ import os
 import warnings  # noqa: F401 (os.execvpe imports it on first use: inside the rootfs it is gone)
 
 from ..errors import RuripyError
-from . import binfmt, caps, cgroups, inroot, mounts, proot, seccomp, syscalls, terminal
+from . import binfmt, caps, cgroups, inroot, mounts, proot, seccomp, syscalls, terminal, users
 from .idmap import caller_idmap, userns_unavailable_reason
 
 # Signals P and pid 1 take over and pass on (runtime.md 6.3); job-control ones stay default.
@@ -95,57 +95,14 @@ def _block_signals() -> None:
 def _read_db(path: str) -> list[list[str]]:
     try:
         with open(path, "rb") as f:
-            data = f.read(1 << 20)
+            return users.parse_db(f.read(1 << 20))
     except OSError:
         return []
-    return [line.split(":") for line in data.decode("utf-8", "replace").splitlines()]
 
 
 def resolve_user(spec: str | None) -> tuple[int, int, list[int], str]:
     """(uid, gid, groups, home) for USER[:GROUP] from the container's /etc/passwd and group."""
-    user, _, group = (spec or "root").partition(":")
-    passwd = _read_db("/etc/passwd")
-    uid = gid = None
-    home = "/"
-    name = None
-    for e in passwd:
-        if len(e) >= 6 and (e[0] == user or (user.isdigit() and e[2] == user)):
-            try:
-                uid, gid = int(e[2]), int(e[3])
-            except ValueError:
-                continue
-            name, home = e[0], e[5] or "/"
-            break
-    if uid is None:
-        if not user.isdigit():
-            raise RuripyError(f"no user {user!r} in the container's /etc/passwd.")
-        uid = int(user)
-        gid = uid
-        home = "/root" if uid == 0 else "/"
-    groups_db = _read_db("/etc/group")
-    if group:
-        gid = None
-        for e in groups_db:
-            if len(e) >= 3 and (e[0] == group or (group.isdigit() and e[2] == group)):
-                try:
-                    gid = int(e[2])
-                except ValueError:
-                    continue
-                break
-        if gid is None:
-            if not group.isdigit():
-                raise RuripyError(f"no group {group!r} in the container's /etc/group.")
-            gid = int(group)
-    groups = [gid]
-    if name:
-        for e in groups_db:
-            if len(e) >= 4 and name in e[3].split(","):
-                try:
-                    g = int(e[2])
-                except ValueError:
-                    continue
-                if g not in groups:
-                    groups.append(g)
+    uid, gid, groups, home, _ = users.lookup(spec, _read_db("/etc/passwd"), _read_db("/etc/group"))
     return uid, gid, groups, home
 
 

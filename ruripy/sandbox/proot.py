@@ -36,7 +36,7 @@ import os
 import stat
 
 from ..errors import RuripyError
-from . import inroot, syscalls
+from . import inroot, syscalls, users
 
 FORWARDED = (1, 2, 3, 10, 12, 14, 15, 28)
 WAITED = (17, *FORWARDED)
@@ -221,40 +221,14 @@ def _read_db(rootfd: int, path: str) -> list[list[str]]:
         data = os.pread(fd, 1 << 20, 0)
     finally:
         os.close(fd)
-    return [line.split(":") for line in data.decode("utf-8", "replace").splitlines()]
+    return users.parse_db(data)
 
 
 def resolve_user(rootfd: int, spec: str | None) -> tuple[int, int, str, str]:
     """(uid, gid, home, name) for USER[:GROUP], read in-root from /etc/passwd and /etc/group."""
-    user, _, group = (spec or "root").partition(":")
-    uid = gid = None
-    home, name = "/", user
-    for e in _read_db(rootfd, "/etc/passwd"):
-        if len(e) >= 6 and (e[0] == user or (user.isdigit() and e[2] == user)):
-            try:
-                uid, gid = int(e[2]), int(e[3])
-            except ValueError:
-                continue
-            name, home = e[0], e[5] or "/"
-            break
-    if uid is None:
-        if not user.isdigit():
-            raise RuripyError(f"no user {user!r} in the container's /etc/passwd.")
-        uid = gid = int(user)
-        home = "/root" if uid == 0 else "/"
-    if group:
-        gid = None
-        for e in _read_db(rootfd, "/etc/group"):
-            if len(e) >= 3 and (e[0] == group or (group.isdigit() and e[2] == group)):
-                try:
-                    gid = int(e[2])
-                except ValueError:
-                    continue
-                break
-        if gid is None:
-            if not group.isdigit():
-                raise RuripyError(f"no group {group!r} in the container's /etc/group.")
-            gid = int(group)
+    uid, gid, _, home, name = users.lookup(
+        spec, _read_db(rootfd, "/etc/passwd"), _read_db(rootfd, "/etc/group")
+    )
     return uid, gid, home, name
 
 
