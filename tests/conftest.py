@@ -178,6 +178,22 @@ class Runner:
             stdin=subprocess.DEVNULL if input is None else None,
         )
 
+    def without_userns(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        """Run the CLI as on a host without user namespaces (Termux): a seccomp filter on
+        the caller refuses unshare(2) to it and everything it starts."""
+        deny = (
+            "import os, sys; sys.path.insert(0, sys.argv[1]); "
+            "from ruripy.sandbox import seccomp; seccomp.prepare('off', ['unshare']).load(); "
+            "os.execvp(sys.argv[2], sys.argv[2:])"
+        )
+        return subprocess.run(
+            [sys.executable, "-c", deny, self.src, *self.argv(*args)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+
     def popen(self, *args: str, env=None, **kw) -> subprocess.Popen:
         return subprocess.Popen(self.argv(*args, env=env), **kw)
 

@@ -306,22 +306,7 @@ def test_unhonoured_lists_non_defaults_only():
 def test_no_user_namespaces_import_then_proot_run(rootless, rootfs_dir):
     """A host without user namespaces (Termux): import copies as the plain user with one
     warning, and `run` falls back to proot."""
-    deny = (
-        "import os, sys; sys.path.insert(0, sys.argv[1]); "
-        "from ruripy.sandbox import seccomp; seccomp.prepare('off', ['unshare']).load(); "
-        "os.execvp(sys.argv[2], sys.argv[2:])"
-    )
-
-    def blocked(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-c", deny, rootless.src, *rootless.argv(*args)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            stdin=subprocess.DEVNULL,
-        )
-
-    r = blocked("import", "box", rootfs_dir)
+    r = rootless.without_userns("import", "box", rootfs_dir)
     assert r.returncode == 0, r.stderr
     assert r.stderr == (
         "ruripy: warning: user namespaces are unavailable here, so files keep your own id "
@@ -329,6 +314,6 @@ def test_no_user_namespaces_import_then_proot_run(rootless, rootfs_dir):
     )
     st = os.stat(os.path.join(rootless.home, "containers", "box", "rootfs", "bin", "busybox"))
     assert st.st_uid == rootless.user.pw_uid
-    r = blocked("run", "box", "sh", "-c", "echo inside; exit 4")
+    r = rootless.without_userns("run", "box", "sh", "-c", "echo inside; exit 4")
     assert r.returncode == 4, r.stderr
     assert r.stdout == "inside\n"
