@@ -13,6 +13,48 @@ def _fail(message: str, status: int = 125) -> None:
     os._exit(status)
 
 
+def _take_option(command: str, args: list[str], i: int, allowed, given: dict) -> int:
+    """Read the option at args[i] (and its value) into `given`; return the next index.
+
+    `allowed`: option keys this command takes (None: all); "--ruri-config" is given to
+    create only, under that key.
+    """
+    from . import options
+
+    a = args[i]
+    flag, eq, value = a.partition("=") if a.startswith("--") else (a[:2], "", a[2:])
+    if not a.startswith("--") and value:
+        eq = "="
+    opt = options.BY_FLAG.get(flag)
+    ruri = flag == "--ruri-config" and command == "create"
+    if (opt is None and not ruri) or (opt and allowed is not None and opt.key not in allowed):
+        raise _usage(command, f"unknown option {flag} for {command}")
+    if opt is not None and opt.kind == "bool":
+        if eq:
+            raise _usage(command, f"option {flag} takes no value")
+        given[opt.key] = flag != opt.off
+        return i + 1
+    if not eq:
+        if i + 1 >= len(args):
+            metavar = opt.metavar if opt is not None else "FILE"
+            raise _usage(command, f"option {flag} needs a value ({metavar or 'VALUE'})")
+        value = args[i + 1]
+        i += 1
+    if opt is None:
+        given["ruri_config"] = value
+    elif opt.kind == "list":
+        given.setdefault(opt.key, []).append(value)
+    else:
+        given[opt.key] = value
+    return i + 1
+
+
+def _checked(given: dict) -> dict:
+    from . import options
+
+    return {k: options.BY_KEY[k].check(v) for k, v in given.items()}
+
+
 def parse_runtime_args(command: str, args: list[str]) -> tuple[str, dict, list[str]]:
     """Parse `NAME [OPTIONS] [--] [COMMAND...]` for run/exec by the option table.
 
@@ -36,33 +78,10 @@ def parse_runtime_args(command: str, args: list[str]) -> tuple[str, dict, list[s
                 i += 1
                 continue
             break
-        flag, eq, value = a.partition("=") if a.startswith("--") else (a[:2], "", a[2:])
-        if not a.startswith("--") and value:
-            eq = "="
-        opt = options.BY_FLAG.get(flag)
-        if opt is None or (allowed is not None and opt.key not in allowed):
-            raise _usage(command, f"unknown option {flag} for {command}")
-        if opt.kind == "bool":
-            if eq:
-                raise _usage(command, f"option {flag} takes no value")
-            given[opt.key] = flag != opt.off
-            i += 1
-            continue
-        if not eq:
-            if i + 1 >= len(args):
-                raise _usage(command, f"option {flag} needs a value ({opt.metavar or 'VALUE'})")
-            value = args[i + 1]
-            i += 2
-        else:
-            i += 1
-        if opt.kind == "list":
-            given.setdefault(opt.key, []).append(value)
-        else:
-            given[opt.key] = value
+        i = _take_option(command, args, i, allowed, given)
     if name is None:
         raise _usage(command, f"{command} needs a container name")
-    overrides = {k: options.BY_KEY[k].check(v) for k, v in given.items()}
-    return name, overrides, args[i:]
+    return name, _checked(given), args[i:]
 
 
 def parse_create_args(args: list[str]) -> tuple[str, str, dict, str | None]:
@@ -70,11 +89,8 @@ def parse_create_args(args: list[str]) -> tuple[str, str, dict, str | None]:
 
     Returns (name, image, overrides, ruri_config).
     """
-    from . import options
-
     positional: list[str] = []
     given: dict = {}
-    ruri_config = None
     i = 0
     while i < len(args):
         a = args[i]
@@ -85,36 +101,11 @@ def parse_create_args(args: list[str]) -> tuple[str, str, dict, str | None]:
             positional.append(a)
             i += 1
             continue
-        flag, eq, value = a.partition("=") if a.startswith("--") else (a[:2], "", a[2:])
-        if not a.startswith("--") and value:
-            eq = "="
-        opt = options.BY_FLAG.get(flag)
-        if opt is None and flag != "--ruri-config":
-            raise _usage("create", f"unknown option {flag} for create")
-        if opt is not None and opt.kind == "bool":
-            if eq:
-                raise _usage("create", f"option {flag} takes no value")
-            given[opt.key] = flag != opt.off
-            i += 1
-            continue
-        if not eq:
-            if i + 1 >= len(args):
-                metavar = opt.metavar if opt is not None else "FILE"
-                raise _usage("create", f"option {flag} needs a value ({metavar or 'VALUE'})")
-            value = args[i + 1]
-            i += 2
-        else:
-            i += 1
-        if opt is None:
-            ruri_config = value
-        elif opt.kind == "list":
-            given.setdefault(opt.key, []).append(value)
-        else:
-            given[opt.key] = value
+        i = _take_option("create", args, i, None, given)
     if len(positional) != 2:
         raise _usage("create", "create needs a container name and an image, and nothing more")
-    overrides = {k: options.BY_KEY[k].check(v) for k, v in given.items()}
-    return positional[0], positional[1], overrides, ruri_config
+    ruri_config = given.pop("ruri_config", None)
+    return positional[0], positional[1], _checked(given), ruri_config
 
 
 def _usage(command: str, message: str) -> Exception:
