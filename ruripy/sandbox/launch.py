@@ -71,18 +71,28 @@ def boot_id() -> str:
         return f.read().strip()
 
 
-def _own_namespaces() -> dict:
+def _own_namespaces(nsdir: int | None = None) -> dict:
+    """Namespace ids of this process, read through `nsdir` (an fd of its /proc/self/ns)
+    when given: pid 1's pivot_root moves the root of every process of the mount namespace,
+    so a path opened afterwards may no longer reach the host's /proc."""
     out = {}
     for n in NS_NAMES:
         try:
-            out[n] = os.stat(f"/proc/self/ns/{n}").st_ino
+            out[n] = os.stat(n, dir_fd=nsdir).st_ino if nsdir is not None else _ns_ino(n)
         except OSError:
             pass
     try:
-        out["pid"] = os.stat("/proc/self/ns/pid_for_children").st_ino
+        if nsdir is not None:
+            out["pid"] = os.stat("pid_for_children", dir_fd=nsdir).st_ino
+        else:
+            out["pid"] = _ns_ino("pid_for_children")
     except OSError:
         pass
     return out
+
+
+def _ns_ino(name: str) -> int:
+    return os.stat(f"/proc/self/ns/{name}").st_ino
 
 
 def _block_signals() -> None:
@@ -489,15 +499,21 @@ def _c1(cfg, argv, idmap, ready_w, go_r, info_w, flt, host) -> None:
     if cfg.get("net") == "none":
         flags |= syscalls.CLONE_NEWNET
     syscalls.unshare(flags)
+    nsdir = os.open("/proc/self/ns", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     c2 = os.fork()
     if c2 == 0:
+        os.close(nsdir)
         if not cfg.get("detach"):
             syscalls.prctl(syscalls.PR_SET_PDEATHSIG, 9)
         _child_main(_pid1, cfg, argv, info_w, flt, host, err_fd=info_w)
     host.close()
     if cfg.get("tty_sock") is not None:
         os.close(cfg["tty_sock"])
-    ns = _own_namespaces()  # pid_for_children is readable only once a child exists
+    ns = _own_namespaces(nsdir)  # pid_for_children is readable only once a child exists
+    os.close(nsdir)
+    if not {"mnt", "pid", "uts", "ipc"} <= ns.keys():
+        os.kill(c2, 9)
+        raise RuripyError("could not read the namespaces of the new container.")
     nsinfo = "".join(f",{k}={v}" for k, v in ns.items())
     os.write(info_w, f"P{c2}{nsinfo}\0".encode())
     os.close(info_w)
