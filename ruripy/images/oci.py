@@ -966,6 +966,7 @@ def _apply_layers(
     Each layer's blob was verified when it was downloaded; the decompressed tar stream is
     hashed on the way into the extractor and compared with the config's diff_id.
     """
+    from ..errors import disk_full
     from .extract import extract
 
     totals: dict = {}
@@ -982,6 +983,8 @@ def _apply_layers(
             except RuripyError:
                 raise
             except Exception as e:  # a decompressor's own error type
+                if disk_full(e):
+                    raise  # pull() says where space ran out
                 raise RuripyError(
                     f"{label} is truncated or corrupt ({type(e).__name__}: {e})."
                 ) from None

@@ -9,12 +9,13 @@ import marshal
 import os
 import traceback
 
-from ..errors import RuripyError
+from ..errors import FULL_DISK, DiskFull, RuripyError
 from . import syscalls
 from .idmap import IdMap, caller_idmap
 
 _ERR = b"E"
 _OK = b"K"
+_FULL = b"F"  # a full disk: only its errno goes up; the parent knows where and what
 
 
 def _read_all(fd: int) -> bytes:
@@ -30,7 +31,8 @@ class UsernsCall:
     """`fn(*args)` running in a forked child; `wait()` returns its (marshal-able) result.
 
     Between `start()` and `wait()` the caller may feed the child through pipes it made.
-    `close_in_parent` fds are closed in the parent right after the fork.
+    `close_in_parent` fds are closed in the parent right after the fork. A RuripyError in
+    the child is raised again by `wait()`; a full disk (ENOSPC, EDQUOT) as DiskFull.
     """
 
     def __init__(self, fn, *args, close_in_parent=(), idmap: IdMap | None = None) -> None:
@@ -81,7 +83,10 @@ class UsernsCall:
                 msg = f"{type(e).__name__}: {e}"
                 if os.environ.get("RURIPY_DEBUG") == "1":
                     msg = traceback.format_exc()
-                os.write(result_w, _ERR + msg.encode())
+                if isinstance(e, OSError) and e.errno in FULL_DISK:
+                    os.write(result_w, _FULL + str(e.errno).encode())
+                else:
+                    os.write(result_w, _ERR + msg.encode())
             finally:
                 os._exit(code)
         for fd in (result_w, ready_w, go_r, *self.close_in_parent):
@@ -132,6 +137,8 @@ class UsernsCall:
             return marshal.loads(data[1:])
         if data[:1] == _ERR:
             raise RuripyError(data[1:].decode("utf-8", "replace"))
+        if data[:1] == _FULL:
+            raise DiskFull(int(data[1:]))
         code = os.waitstatus_to_exitcode(status)
         raise RuripyError(f"a helper process in the user namespace ended unexpectedly ({code}).")
 
