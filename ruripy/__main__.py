@@ -115,7 +115,6 @@ def _usage(command: str, message: str) -> Exception:
 
 
 def fast(command: str, args: list[str]) -> int:
-    from . import lifecycle
     from .errors import RuripyError
 
     try:
@@ -131,7 +130,11 @@ def fast(command: str, args: list[str]) -> int:
         if command == "exec":
             if not argv:
                 raise RuripyError("exec needs a command to run; e.g. 'ruripy exec NAME -- sh'.")
-            return lifecycle.exec_(name, overrides, argv)
+            from . import running
+
+            return running.exec_(name, overrides, argv)
+        from . import lifecycle
+
         return lifecycle.run(name, overrides, argv)
     except RuripyError as e:
         if os.environ.get("RURIPY_DEBUG") == "1":

@@ -402,12 +402,12 @@ def stop_cmd(
 @app.command("ps")
 def ps_cmd(json_: Annotated[bool, typer.Option("--json", help="JSON output.")] = False) -> None:
     """List running containers: name, init pid, backend, since."""
-    from . import lifecycle
+    from . import running
     from .store import Store
 
     rows = [
         {"name": n, "pid": s["pid"], "backend": s.get("backend"), "since": s.get("since")}
-        for n, s in lifecycle.running_states(Store().ensure())
+        for n, s in running.all_states(Store().ensure())
     ]
     if json_:
         print_json(rows)

@@ -53,9 +53,9 @@ def _names(kind: str) -> list[str]:
     if kind == "containers":
         return store.container_names()
     if kind == "running":
-        from . import lifecycle
+        from . import running
 
-        return [n for n, _ in lifecycle.running_states(store)]
+        return [n for n, _ in running.all_states(store)]
     if kind == "images":
         return sorted({str(m.get("name")) for _, m in store.image_names() if m.get("name")})
     if kind == "catalog":

@@ -3,15 +3,16 @@
 A container is containers/NAME/ holding container.rec (what it is made from and how its
 root is stored), profile.toml (its saved options) and its root: an overlay (upper/, work/
 over the image's read-only rootfs) or a full copy in rootfs/. New containers are made in
-a staging folder under tmp/ and renamed into place, so nothing half-made is ever listed.
+a staging folder under tmp/ and renamed into place, so nothing half-made is ever listed;
+a full disk removes the staging folder (or export's partial file) and says so in one line.
 """
 
 import os
 import sys
 import time
 
-from . import lifecycle, options, profile
-from .errors import RuripyError
+from . import lifecycle, options, profile, running
+from .errors import RuripyError, out_of_space
 from .images.install import remove_here, remove_tree
 from .sandbox import syscalls
 from .sandbox.userns import UsernsCall, run_in_userns
@@ -137,7 +138,7 @@ def create(name: str, image_ref: str, given: dict, base: dict | None = None) -> 
     lifecycle.backend_of(prof)
     _cleanup_stale(store)
     overlay = os.environ.get("RURIPY_TEST_NO_OVERLAY") != "1"
-    with store.lock(name):
+    with out_of_space(store.root, f"creating container {name}"), store.lock(name):
         if store.container_exists(name):
             raise RuripyError(f"container {name} already exists; pick another name or remove it.")
         staging = store.staging_dir(name)
@@ -222,7 +223,7 @@ def import_(
     prof = options.merge(dict(base) if base else options.defaults(), given)
     lifecycle.backend_of(prof)
     _cleanup_stale(store)
-    with store.lock(name):
+    with out_of_space(store.root, f"importing {source} as container {name}"), store.lock(name):
         if store.container_exists(name):
             raise RuripyError(f"container {name} already exists; pick another name or remove it.")
         staging = store.staging_dir(name)
@@ -255,7 +256,7 @@ def import_(
 
 
 def _refuse_running(store: Store, name: str, what: str, force_does: str) -> None:
-    found = lifecycle.running(store, name, locked=True)
+    found = running.find(store, name, locked=True)
     if found:
         os.close(found[1])
         raise RuripyError(
@@ -307,7 +308,7 @@ def rename(old: str, new: str, force: bool = False) -> None:
         rec = store.container_info(old)
         if store.container_exists(new) or os.path.lexists(store.container_dir(new)):
             raise RuripyError(f"container {new} already exists; pick another name.")
-        found = lifecycle.running(store, new, locked=True)  # clean a stale state of `new`
+        found = running.find(store, new, locked=True)  # clean a stale state of `new`
         if found:
             os.close(found[1])
             raise RuripyError(f"a container named {new} is running; pick another name.")
@@ -345,7 +346,7 @@ def clone(src: str, new: str, force: bool = False) -> dict:
     if src == new:
         raise RuripyError(f"container {new} already exists; pick another name.")
     _cleanup_stale(store)
-    with _two_locks(store, src, new):
+    with out_of_space(store.root, f"cloning container {src} as {new}"), _two_locks(store, src, new):
         rec = store.container_info(src)
         if store.container_exists(new):
             raise RuripyError(f"container {new} already exists; pick another name.")
@@ -392,7 +393,7 @@ def listing(store: Store, sizes: bool = True) -> list[dict]:
     """Every container: name, image, backend, storage, created, status and size on disk
     (the copy-on-write layer of an overlay container, the whole root of a copy). Like
     every look at the store, it cleans what killed commands left (stale state, tmp/)."""
-    running = dict(lifecycle.running_states(store))
+    up = dict(running.all_states(store))
     _cleanup_stale(store)
     out = []
     for name in store.container_names():
@@ -406,7 +407,7 @@ def listing(store: Store, sizes: bool = True) -> list[dict]:
             "image": rec.get("image"),
             "storage": rec.get("storage"),
             "created": rec.get("created"),
-            "status": "running" if name in running else "stopped",
+            "status": "running" if name in up else "stopped",
         }
         try:
             prof = profile.load_cached(cdir)
@@ -455,6 +456,18 @@ def _export_inside(
     return {"entries": stats.get("entries"), "written": counted.done}
 
 
+def _folder_of(dest: str) -> str:
+    """The folder an export writes into, to name when its disk is full."""
+    if dest == "-":
+        try:
+            dest = os.readlink("/proc/self/fd/1")
+        except OSError:
+            return "standard output"
+        if not dest.startswith("/"):  # a pipe or a socket
+            return "standard output"
+    return os.path.dirname(os.path.abspath(dest))
+
+
 def export(name: str, dest: str, quiet: bool = False) -> None:
     """Write container `name`'s root as a tarball (compression by suffix; '-' is stdout).
     Progress shows on stderr unless `quiet`."""
@@ -467,12 +480,15 @@ def export(name: str, dest: str, quiet: bool = False) -> None:
     overlay = None
     if rec.get("storage") == "overlay":
         overlay = (store.path("images", rec["image_id"], "rootfs"), os.path.join(cdir, "upper"))
+    doing = f"exporting container {name}" + ("" if dest == "-" else f" to {dest}")
+    full = out_of_space(_folder_of(dest), doing, store=False)
     if dest == "-":
         out_fd = os.dup(1)
         tmp = None
     else:
         tmp = f"{dest}.part{os.getpid()}"
-        out_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        with full:
+            out_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
         call = UsernsCall(
             _export_inside,
@@ -484,7 +500,8 @@ def export(name: str, dest: str, quiet: bool = False) -> None:
             quiet,
             close_in_parent=(out_fd,),
         )
-        done = call.start().wait()
+        with full:
+            done = call.start().wait()
         if tmp:
             os.replace(tmp, dest)
         if not quiet:

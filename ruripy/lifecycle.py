@@ -8,10 +8,10 @@ the settings exec re-applies) lives in the store's state/ folder, never in a roo
 import os
 import time
 
-from . import options, profile
+from . import options, profile, running
 from .errors import RuripyError
-from .sandbox import binfmt, caps, cgroups, launch, proot
-from .store import Store, check_name, read_record, write_record
+from .sandbox import binfmt, caps, cgroups, join, launch, process, proot
+from .store import Store, check_name, write_record
 
 
 def backend_of(prof: dict, store: Store | None = None) -> str:
@@ -57,6 +57,7 @@ def launch_plan(store: Store, name: str, info: dict, prof: dict) -> dict:
         ),
         term=os.environ.get("TERM") or "xterm",
         backend=backend,
+        seccomp_cache=store.path("cache", "seccomp.marshal"),
     )
     if info.get("storage") == "overlay":
         cfg.update(
@@ -81,7 +82,7 @@ def _launch(cfg: dict, argv: list[str] | None, ready) -> int:
     try:
         if cfg["backend"] == "proot":
             attach = lambda pid: cgroups.attach(cfg.get("cgroups"), pid)  # noqa: E731
-            return proot.run(cfg, argv, on_ready, launch._environment, attach)
+            return proot.run(cfg, argv, on_ready, process.environment, attach)
         status = launch.start(cfg, argv, on_ready)
         detached = bool(cfg.get("detach"))
         return status
@@ -101,20 +102,20 @@ def _userns_fallback(store: Store, prof: dict, cfg: dict) -> bool:
     return proot.note_userns_blocked(store.path("cache"))
 
 
-def _is_proot(store: Store, name: str) -> bool:
+def is_proot(store: Store, name: str) -> bool:
     try:
         return backend_of(_load(store, name)[1], store) == "proot"
     except RuripyError:
         return False
 
 
-def _proot_session(store: Store, name: str, overrides: dict, argv: list[str] | None) -> int:
+def proot_session(store: Store, name: str, overrides: dict, argv: list[str] | None) -> int:
     """exec, or run on a running container, under proot: there are no namespaces to join,
     so a new proot session starts in the same root."""
     info, prof = _load(store, name)
     prof = options.merge(prof, overrides)
     cfg = launch_plan(store, name, info, prof)
-    launch._say(f"note: proot has no namespaces to join; this is a new proot session in {name}.")
+    process.say(f"note: proot has no namespaces to join; this is a new proot session in {name}.")
     return _launch(cfg, _command(prof, argv), lambda state: None)
 
 
@@ -126,73 +127,9 @@ def _command(prof: dict, argv: list[str] | None) -> list[str] | None:
     return cmd or None
 
 
-def running(store: Store, name: str, locked: bool = False) -> tuple[dict, int] | None:
-    """(state, pidfd) of a running container, else None; stale state is removed.
-
-    `locked`: the caller holds the container's lock. Without it the stale state is removed
-    only when the lock is free (a start holding it may be writing a fresh state).
-    """
-    path = store.state_path(name)
-    if not os.path.lexists(path):
-        return None
-    state = _read_state(path)
-    pidfd = launch.check_alive(state)
-    if pidfd is not None:
-        return state, pidfd
-    cgroups.remove(state.get("cgroups"), timeout=0)  # a dead container's own (empty) cgroups
-    if locked:
-        _unlink(path)
-        return None
-    try:
-        with store.lock(name, wait=False):
-            again = launch.check_alive(_read_state(path))
-            if again is None:
-                _unlink(path)
-            else:
-                os.close(again)
-    except RuripyError:
-        pass  # busy: its holder decides
-    return None
-
-
-def _read_state(path: str) -> dict:
-    try:
-        return read_record(path)
-    except (OSError, RuripyError):
-        return {}
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-def _drop_state(store: Store, name: str, pid: int) -> None:
-    path = store.state_path(name)
-    try:
-        if read_record(path).get("pid") == pid:
-            os.unlink(path)
-    except (OSError, RuripyError):
-        pass
-
-
 def _load(store: Store, name: str) -> tuple[dict, dict]:
     info = store.container_info(name)
     return info, profile.load_cached(store.container_dir(name))
-
-
-def _exec_cfg(state: dict, overrides: dict) -> dict:
-    cfg = dict(state.get("exec") or {})
-    for key in ("user", "workdir"):
-        if overrides.get(key):
-            cfg[key] = overrides[key]
-    if overrides.get("env"):
-        cfg["env"] = options.merge({"env": cfg.get("env") or []}, {"env": overrides["env"]})["env"]
-    cfg["tty"] = bool(overrides.get("tty"))
-    cfg["term"] = os.environ.get("TERM") or "xterm"
-    return cfg
 
 
 def run(name: str, overrides: dict, argv: list[str] | None) -> int:
@@ -204,14 +141,15 @@ def run(name: str, overrides: dict, argv: list[str] | None) -> int:
     lock = store.lock(name).__enter__()
     try:
         store.container_info(name)  # still there (an rm may have held the lock)
-        found = running(store, name, locked=True)
+        found = running.find(store, name, locked=True)
         if found:
             lock.__exit__()
             state, pidfd = found
             if state.get("backend") == "proot":
                 os.close(pidfd)
-                return _proot_session(store, name, overrides, argv)
-            return launch.join(state, pidfd, _exec_cfg(state, overrides), _command(prof, argv))
+                return proot_session(store, name, overrides, argv)
+            cfg = running.exec_cfg(store, state, overrides)
+            return join.join(state, pidfd, cfg, _command(prof, argv))
         cfg = launch_plan(store, name, info, prof)
         cfg["close_fds"] = (lock.fd,)
         started = {}
@@ -219,7 +157,7 @@ def run(name: str, overrides: dict, argv: list[str] | None) -> int:
         def ready(state: dict) -> None:
             state["since"] = int(time.time())
             state["backend"] = cfg["backend"]
-            write_record(store.state_path(name), state)
+            write_record(store.state_path(name), state, durable=False)
             started["pid"] = state["pid"]
             lock.__exit__()
 
@@ -233,29 +171,9 @@ def run(name: str, overrides: dict, argv: list[str] | None) -> int:
             return _launch(cfg, _command(prof, argv), ready)
         finally:
             if "pid" in started:
-                _drop_state(store, name, started["pid"])
+                running.drop_state(store, name, started["pid"])
     finally:
         lock.__exit__()
-
-
-def exec_(name: str, overrides: dict, argv: list[str]) -> int:
-    """`ruripy exec`: run `argv` in the running container `name`."""
-    check_name(name)
-    store = Store().ensure()
-    store.container_info(name)
-    found = running(store, name)
-    if found and found[0].get("backend") == "proot":
-        os.close(found[1])
-        found = None
-    elif not found and not _is_proot(store, name):
-        raise RuripyError(
-            f"container {name} is not running; start it with 'ruripy start {name}' "
-            f"or 'ruripy run {name}'."
-        )
-    if not found:
-        return _proot_session(store, name, overrides, argv)
-    state, pidfd = found
-    return launch.join(state, pidfd, _exec_cfg(state, overrides), argv)
 
 
 def start(name: str) -> bool:
@@ -265,7 +183,7 @@ def start(name: str) -> bool:
     info, prof = _load(store, name)
     with store.lock(name) as lock:
         store.container_info(name)  # still there (an rm may have held the lock)
-        found = running(store, name, locked=True)
+        found = running.find(store, name, locked=True)
         if found:
             os.close(found[1])
             return False
@@ -282,7 +200,7 @@ def start(name: str) -> bool:
         def ready(state: dict) -> None:
             state["since"] = int(time.time())
             state["backend"] = cfg["backend"]
-            write_record(store.state_path(name), state)
+            write_record(store.state_path(name), state, durable=False)
 
         _launch(cfg, None, ready)
     return True
@@ -299,35 +217,14 @@ def stop(name: str, timeout: float = 10) -> bool:
 
 def stop_locked(store: Store, name: str, timeout: float) -> bool:
     """stop() for a caller that holds the container's lock."""
-    found = running(store, name, locked=True)
+    found = running.find(store, name, locked=True)
     if not found:
         return False
     state, pidfd = found
     try:
-        (proot.stop if state.get("backend") == "proot" else launch.stop)(state, pidfd, timeout)
+        (proot.stop if state.get("backend") == "proot" else join.stop)(state, pidfd, timeout)
     finally:
         os.close(pidfd)
-    _drop_state(store, name, state["pid"])
+    running.drop_state(store, name, state["pid"])
     cgroups.remove(state.get("cgroups"))
     return True
-
-
-def running_states(store: Store) -> list[tuple[str, dict]]:
-    """(name, state) of every running container, cleaning stale state on the way."""
-    out = []
-    try:
-        files = sorted(os.listdir(store.path("state")))
-    except FileNotFoundError:
-        return out
-    for f in files:
-        if not f.endswith(".rec"):
-            continue
-        name = f[:-4]
-        try:
-            found = running(store, name)
-        except RuripyError:
-            continue
-        if found:
-            os.close(found[1])
-            out.append((name, found[0]))
-    return out

@@ -94,8 +94,9 @@ def ensure_dir(path: str, mode: int = 0o700) -> None:
     check_owned(st, path)
 
 
-def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
-    """Write `data` to a temporary file beside `path`, fsync it, and rename it into place."""
+def write_atomic(path: str, data: bytes, mode: int = 0o600, durable: bool = True) -> None:
+    """Write `data` to a temporary file beside `path`, fsync it (unless not `durable`), and
+    rename it into place."""
     tmp = f"{path}.tmp{os.getpid()}"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
@@ -104,10 +105,16 @@ def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
         pass
     fd = os.open(tmp, flags, mode)
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
+        view = memoryview(data)
+        while view:  # a nearly full disk may take only part of it
+            view = view[os.write(fd, view) :]
+        if durable:
+            os.fsync(fd)
+    except BaseException:
         os.close(fd)
+        os.unlink(tmp)  # a full disk leaves no half-written file behind
+        raise
+    os.close(fd)
     os.replace(tmp, path)
 
 
@@ -161,8 +168,8 @@ def read_record(path: str) -> dict:
     return data
 
 
-def write_record(path: str, data: dict) -> None:
-    write_atomic(path, marshal.dumps(data))
+def write_record(path: str, data: dict, durable: bool = True) -> None:
+    write_atomic(path, marshal.dumps(data), durable=durable)
 
 
 class Lock:

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ruripy.errors import RuripyError
-from ruripy.sandbox import seccomp
+from ruripy.sandbox import seccomp, seccomp_cache
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -392,23 +392,35 @@ def test_profile_arch_map(lib):
 # --- imports: nothing after entering the root ---------------------------------------------------
 
 
-def test_prepare_imports_only_the_standard_library():
+def test_prepare_imports_only_the_standard_library(tmp_path):
     code = (
         "import sys\n"
-        "from ruripy.sandbox import seccomp\n"
+        "from ruripy.sandbox import seccomp, seccomp_cache\n"
         "seccomp.prepare('default', deny=['mkdir'])\n"
+        "seccomp_cache.prepare('default', cache=sys.argv[1])\n"
+        "seccomp_cache.prepare('default', cache=sys.argv[1])\n"
         "bad = {'subprocess', 'platform', 'shutil', 'ctypes.util', 'typing', 'json'}\n"
         "print(sorted(bad & set(sys.modules)))\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
+        [sys.executable, "-c", code, str(tmp_path / "cache")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=True,
     )
     assert out.stdout == "[]\n"
 
 
-def test_load_imports_nothing(lib):
+@pytest.mark.parametrize("cached", [False, True], ids=["libseccomp", "cached-program"])
+def test_load_imports_nothing(lib, tmp_path, cached):
     """load() runs after the root changed: it must neither import nor load anything."""
-    flt = seccomp.prepare()
+    if cached:
+        seccomp_cache.prepare(cache=str(tmp_path / "c"))
+        flt = seccomp_cache.prepare(cache=str(tmp_path / "c"))
+        assert isinstance(flt, seccomp_cache.Program)
+    else:
+        flt = seccomp.prepare()
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child

@@ -516,11 +516,11 @@ def run(cfg: dict, argv: list[str] | None, on_ready, environment, attach=None) -
     finally:
         os.close(go_w)
         os.close(ex_r)
-    from .launch import _starttime, boot_id
+    from .process import boot_id, starttime
 
     state = {
         "pid": pid,
-        "starttime": _starttime(pid),
+        "starttime": starttime(pid),
         "boot_id": boot_id(),
         "ns": {},
         "rootless": os.geteuid() != 0,

@@ -65,6 +65,7 @@ from errno import EPERM
 
 from ..errors import RuripyError
 from . import caps as _caps
+from .seccomp_cache import description, normalise
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -388,13 +389,14 @@ def _lib() -> _Lib:
 class Filter:
     """A complete libseccomp context, built on the host, waiting to be loaded."""
 
-    __slots__ = ("_ctx", "_arg", "_load", "_release", "description")
+    __slots__ = ("_ctx", "_arg", "_load", "_release", "_export", "description")
 
     def __init__(self, lib: _Lib, ctx: int, description: str) -> None:
         self._ctx = ctx
         self._arg = ctypes.c_void_p(ctx)
         self._load = lib.load
         self._release = lib.release
+        self._export = lib.export_bpf
         self.description = description
 
     def load(self) -> None:
@@ -409,6 +411,18 @@ class Filter:
                 "the kernel refused the seccomp filter (" + os.strerror(-rc) + "); "
                 "run with --seccomp off if this kernel lacks seccomp support."
             )
+
+    def export(self) -> bytes:
+        """The BPF program libseccomp would load."""
+        fd = os.memfd_create("ruripy-seccomp", os.MFD_CLOEXEC)
+        try:
+            rc = self._export(self._arg, fd)
+            if rc != 0:
+                raise RuripyError(f"libseccomp could not export the filter ({os.strerror(-rc)}).")
+            size = os.lseek(fd, 0, os.SEEK_CUR)
+            return os.pread(fd, size, 0)
+        finally:
+            os.close(fd)
 
     def release(self) -> None:
         """Free the libseccomp context (the filter can no longer be loaded)."""
@@ -587,12 +601,15 @@ def prepare(
     `mode` is "default", "off" or the path of an OCI/Docker JSON profile; `deny` holds the
     --deny-syscall names; `caps` is the capability mask the container keeps (None: the
     default set), which lifts the rules tied to a capability as Docker does.
+    seccomp_cache.prepare keeps compiled programs of the built-in policies.
     """
-    deny = list(dict.fromkeys(deny))
-    if mode == "unconfined":  # Docker's word for off
-        mode = "off"
+    mode, deny = normalise(mode, deny)
     if mode == "off" and not deny:
         return None
+    return _compile(mode, deny, caps)
+
+
+def _compile(mode: str, deny: list[str], caps: int | None) -> Filter:
     lib = _lib()
     for name in deny:
         if lib.syscall_number(name) == -1:
@@ -608,21 +625,16 @@ def prepare(
     if mode == "default":
         default, arches, source = ACT_ALLOW, _native_arches(lib), "the default seccomp policy"
         rules = _policy_rules(mask, set(deny))
-        description = "default"
     elif mode == "off":
         default, arches, source = ACT_ALLOW, _native_arches(lib), "--deny-syscall"
         rules = []
-        description = "off"
     else:
         profile = _load_profile(lib, mode, mask)
         default, arches, attrs = profile.default, profile.arches, profile.attrs
         rules = [r for r in profile.rules if r[0] not in deny]
         source = f"seccomp profile {mode}"
-        description = mode
-    if deny:
-        description += " + deny " + ",".join(deny)
     ctx = _build(lib, default, arches, rules + deny_rules, attrs, source, builtin)
-    return Filter(lib, ctx, description)
+    return Filter(lib, ctx, description(mode, deny))
 
 
 # ---------------------------------------------------------------------------------------------

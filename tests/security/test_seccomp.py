@@ -17,7 +17,7 @@ import pytest
 from probes import build, run_filtered
 
 from ruripy.errors import RuripyError
-from ruripy.sandbox import seccomp
+from ruripy.sandbox import seccomp, seccomp_cache
 
 EPERM = f"E{errno.EPERM}"
 ENOSYS = f"E{errno.ENOSYS}"
@@ -124,6 +124,73 @@ def test_P0_S1_every_unconditional_row_is_denied(probe, lib, who):
     assert len(want) > 40
     got = run(probe, list(want), flt=seccomp.prepare(), user=who)
     assert {c: got[c] for c in want} == want
+
+
+# --- the program cache: what run and exec load ---------------------------------------------------
+
+
+def test_P0_S1_cached_program_is_libseccomp_s_and_enforces(probe, lib, who, tmp_path):
+    """run/exec compile the default policy once and keep the program in the store: it is
+    byte for byte what libseccomp builds, and loaded from the cache it denies the same calls."""
+    cache = str(tmp_path / "seccomp.marshal")
+    first = seccomp_cache.prepare("default", cache=cache)
+    assert isinstance(first, seccomp_cache.Program)
+    assert oct(os.stat(cache).st_mode & 0o777) == "0o600"
+    flt = seccomp.prepare("default")
+    assert first._buf.raw == flt.export()
+    flt.release()
+    again = seccomp_cache.prepare("default", cache=cache)
+    assert again._buf.raw == first._buf.raw
+    want = default_expectations(lib)
+    got = run(probe, ["status", *want], flt=again, user=who)
+    assert got["status"] == "Seccomp=2,NoNewPrivs=1"
+    assert {c: got[c] for c in want} == want
+
+
+def test_P1_S4_cached_deny_syscall_program(probe, lib, workdir, tmp_path):
+    """--seccomp off --deny-syscall mkdir is cached under its own key."""
+    cache = str(tmp_path / "seccomp.marshal")
+    seccomp_cache.prepare("default", cache=cache)
+    seccomp_cache.prepare("off", ["mkdir"], cache=cache)
+    prog = seccomp_cache.prepare("off", ["mkdir"], cache=cache)
+    assert len(seccomp_cache._read(cache)) == 2
+    target = os.path.join(workdir, "made")
+    keyctl = sys(lib, "keyctl", 0xFFFF)
+    got = run(probe, [f"mkdir:{target}", keyctl], flt=prog)
+    assert (got[f"mkdir:{target}"], got[keyctl]) == (EPERM, f"E{errno.EOPNOTSUPP}")
+
+
+ALLOW_ALL = bytes([0x06, 0, 0, 0, 0, 0, 0xFF, 0x7F])  # BPF_RET|BPF_K SECCOMP_RET_ALLOW
+
+
+def _forge(cache: str) -> None:
+    """A cache whose entry for the default policy allows every call."""
+    import marshal
+
+    with open(cache, "wb") as f:
+        f.write(marshal.dumps({seccomp_cache._key("default", [], None): ALLOW_ALL}))
+    os.chmod(cache, 0o600)
+
+
+@pytest.mark.parametrize("how", ["ours", "group-writable", "other-owner", "symlink"])
+def test_P0_S1_cache_is_trusted_only_when_ours_alone(probe, lib, tmp_path, test_user, how):
+    """The cached program is what confines the container: a cache file another user could
+    have written (or a symlink to one) is ignored and the policy compiled again."""
+    cache = str(tmp_path / "seccomp.marshal")
+    if how == "symlink":
+        real = str(tmp_path / "elsewhere")
+        _forge(real)
+        os.symlink(real, cache)
+    else:
+        _forge(cache)
+    if how == "group-writable":
+        os.chmod(cache, 0o620)
+    elif how == "other-owner":
+        os.chown(cache, test_user.pw_uid, test_user.pw_gid)
+    mount = sys(lib, "mount", 0, 0, 0, 0, 0)
+    got = run(probe, [mount], flt=seccomp_cache.prepare("default", cache=cache))
+    # Only a cache of ours alone is used (which shows the others were really read and refused).
+    assert got[mount] == ("E14" if how == "ours" else EPERM)  # EFAULT: the kernel's answer
 
 
 def test_P0_S1_filter_answers_not_the_kernel(probe, lib):

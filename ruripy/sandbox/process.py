@@ -1,0 +1,281 @@
+"""The container's command process, and what starting and joining a container share.
+
+C3 of a start or a join (`become`): inside the container it takes the user, drops
+capabilities, sets the working folder, closes fds, loads seccomp last and execs the command.
+Also the pieces both process trees use: running a child with its errors reported
+(`child_main`), waiting while passing signals on, the terminal relay, the identity of a
+process (start time, boot id, namespaces). Standard library only; nothing here imports
+anything once a child is inside the rootfs.
+"""
+
+import _signal as sig
+import os
+import warnings  # noqa: F401 (os.execvpe imports it on first use: inside the rootfs it is gone)
+
+from ..errors import RuripyError
+from . import caps, syscalls, users
+
+# Signals P and pid 1 take over and pass on (runtime.md 6.3); job-control ones stay default.
+FORWARDED = (1, 2, 3, 10, 12, 14, 15, 28)  # HUP INT QUIT USR1 USR2 ALRM TERM WINCH
+WAITED = (17, *FORWARDED)  # plus CHLD
+SI_USER_CODES = (0, -1, -6)  # SI_USER, SI_QUEUE, SI_TKILL: sent with kill(), not the terminal
+NS_NAMES = ("user", "mnt", "pid", "uts", "ipc", "net")
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Test hook (tests/security, P0-E7): C3 reports whether it is dumpable, then stops itself
+# inside the container before anything else, until a SIGCONT.
+TEST_PAUSE = os.environ.get("RURIPY_TEST_PAUSE") == "1"
+terminal = None  # the terminal module, loaded by tty_socket() only when --tty asks for it
+
+
+def say(msg: str) -> None:
+    try:
+        os.write(2, f"ruripy: {msg}\n".encode(errors="replace"))
+    except OSError:
+        pass
+
+
+def status_code(status: int) -> int:
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def read_all(fd: int) -> bytes:
+    out = []
+    while True:
+        try:
+            b = os.read(fd, 65536)
+        except InterruptedError:
+            continue
+        if not b:
+            return b"".join(out)
+        out.append(b)
+
+
+def starttime(pid: int) -> int | None:
+    """Start time of `pid` (clock ticks since boot); None once it has exited (a zombie)."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        data = f.read()
+    fields = data[data.rindex(b")") + 2 :].split()
+    if fields[0] in (b"Z", b"X"):
+        return None
+    return int(fields[19])
+
+
+def boot_id() -> str:
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        return f.read().strip()
+
+
+def own_namespaces(nsdir: int | None = None) -> dict:
+    """Namespace ids of this process, read through `nsdir` (an fd of its /proc/self/ns)
+    when given: pid 1's pivot_root moves the root of every process of the mount namespace,
+    so a path opened afterwards may no longer reach the host's /proc."""
+    out = {}
+    for n in NS_NAMES:
+        try:
+            out[n] = os.stat(n, dir_fd=nsdir).st_ino if nsdir is not None else _ns_ino(n)
+        except OSError:
+            pass
+    try:
+        if nsdir is not None:
+            out["pid"] = os.stat("pid_for_children", dir_fd=nsdir).st_ino
+        else:
+            out["pid"] = _ns_ino("pid_for_children")
+    except OSError:
+        pass
+    return out
+
+
+def _ns_ino(name: str) -> int:
+    return os.stat(f"/proc/self/ns/{name}").st_ino
+
+
+def block_signals() -> None:
+    sig.pthread_sigmask(sig.SIG_BLOCK, WAITED)
+
+
+def _read_db(path: str) -> list[list[str]]:
+    try:
+        with open(path, "rb") as f:
+            return users.parse_db(f.read(1 << 20))
+    except OSError:
+        return []
+
+
+def resolve_user(spec: str | None) -> tuple[int, int, list[int], str]:
+    """(uid, gid, groups, home) for USER[:GROUP] from the container's /etc/passwd and group."""
+    uid, gid, groups, home, _ = users.lookup(spec, _read_db("/etc/passwd"), _read_db("/etc/group"))
+    return uid, gid, groups, home
+
+
+def environment(cfg: dict, home: str, user: str) -> dict:
+    env = {
+        "PATH": DEFAULT_PATH,
+        "HOME": home,
+        "TERM": cfg.get("term") or "xterm",
+        "LANG": "C.UTF-8",
+        "USER": user,
+        "container": "ruripy",
+    }
+    for item in cfg.get("env") or ():
+        k, _, v = item.partition("=")
+        env[k] = v
+    return env
+
+
+def command(argv: list[str] | None) -> list[str]:
+    if argv:
+        return list(argv)
+    for shell in ("/bin/bash", "/bin/sh"):
+        if os.access(shell, os.X_OK):
+            return [shell, "-l"]
+    raise RuripyError("the container has neither /bin/bash nor /bin/sh; give a command to run.")
+
+
+def become(cfg: dict, argv: list[str] | None, flt) -> None:
+    """In C3, inside the container: user, capabilities, workdir, fds, seccomp, exec. No return."""
+    if TEST_PAUSE:
+        dumpable = syscalls.prctl(syscalls.PR_GET_DUMPABLE)
+        os.write(2, f"ruripy-test-pause pid={os.getpid()} dumpable={dumpable}\n".encode())
+        os.kill(os.getpid(), 19)  # SIGSTOP
+    uid, gid, groups, home = resolve_user(cfg.get("user"))
+    sock = cfg.get("tty_sock")
+    if sock is not None:
+        master, slave = terminal.open_pty(uid, 5)
+        terminal.send_master(sock, master)
+        os.close(master)
+        os.close(sock)
+        os.login_tty(slave)
+    keep = cfg["cap_keep"]
+    caps.drop_bounding(keep)
+    try:
+        os.setgroups(groups)
+    except PermissionError:
+        pass  # setgroups is denied with a single-id map: there are no other groups then
+    try:
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)  # for a non-root user the kernel clears the capabilities
+    except OSError:
+        raise RuripyError(
+            f"user {uid}:{gid} is not mapped into this container (only your own id is, "
+            "without an /etc/subuid range); run as root inside or add a range."
+        ) from None
+    if uid == 0:
+        caps.apply(keep)
+    else:
+        caps.apply(0)
+    workdir = cfg.get("workdir")
+    if not workdir:
+        workdir = home if os.path.isdir(home) else "/"
+    try:
+        os.chdir(workdir)
+        cwd = os.getcwd()
+    except OSError as e:
+        raise RuripyError(f"cannot use working directory {workdir}: {e.strerror}.") from None
+    if not cwd.startswith("/"):
+        raise RuripyError(f"working directory {workdir} is outside the container.")
+    user = cfg.get("user") or "root"
+    env = environment(cfg, home, user.partition(":")[0])
+    cmd = command(argv)
+    if cfg.get("detach_stdio"):
+        null = os.open("/dev/null", os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.close(null)
+    if sock is None and not os.isatty(0):
+        # Not on a terminal: a session of its own, so TIOCSTI cannot reach the caller's
+        # terminal (runtime.md 6.1).
+        try:
+            os.setsid()
+        except OSError:
+            pass
+    os.closerange(3, 1 << 16)
+    if cfg.get("no_new_privs", True):
+        syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
+    syscalls.reset_signals()
+    if flt is not None:
+        flt.load()
+    try:
+        os.execvpe(cmd[0], cmd, env)
+    except FileNotFoundError:
+        say(f"{cmd[0]}: command not found in the container.")
+        os._exit(127)
+    except NotADirectoryError:
+        say(f"{cmd[0]}: command not found in the container.")
+        os._exit(127)
+    except OSError as e:
+        say(f"{cmd[0]}: cannot run it: {e.strerror}.")
+        os._exit(126)
+
+
+def child_main(fn, *args, err_fd: int = -1) -> None:
+    """Run child code; never return into the parent's stack (os._exit always).
+
+    A failure is reported as "E<message>" on `err_fd` (the parent raises it) or on stderr.
+    """
+    msg = ""
+    try:
+        fn(*args)
+    except RuripyError as e:
+        msg = str(e)
+    except OSError as e:
+        where = f" ({e.filename})" if e.filename else ""
+        msg = f"{e.strerror or e}{where}."
+    except BaseException as e:
+        if os.environ.get("RURIPY_DEBUG") == "1":
+            import traceback  # only when debugging; never on the normal path
+
+            traceback.print_exc()
+        msg = f"internal error: {type(e).__name__}: {e}"
+    try:
+        if err_fd >= 0:
+            os.write(err_fd, b"E" + msg.encode(errors="replace") + b"\0")
+        else:
+            say(msg)
+    except OSError:
+        pass
+    os._exit(125)
+
+
+def tty_socket(cfg: dict):
+    """With --tty: a socket pair; the command's end goes into cfg, ours is returned."""
+    if not cfg.get("tty"):
+        cfg["tty_sock"] = None
+        return None
+    global terminal
+    import socket  # only for --tty, and on the host side
+
+    from . import terminal  # here, on the host: become() and relay() use it after forks
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    cfg["tty_sock"] = theirs.detach()
+    os.set_inheritable(cfg["tty_sock"], False)
+    return ours
+
+
+def relay(sock, child: int, forward) -> int:
+    master = terminal.receive_master(sock)
+    sock.close()
+    if master is None:  # the command's process failed before it made the terminal
+        _, status = os.waitpid(child, 0)
+        return status_code(status)
+    return terminal.relay(master, child, forward)
+
+
+def wait_forwarding(child: int, forward) -> int:
+    """Wait for `child`, passing kill()-sent signals on with `forward(signo)`.
+
+    Terminal-generated signals reach the command directly when it shares the terminal;
+    when it does not (stdin is not a terminal: it runs in its own session), pass them too.
+    """
+    shared = os.isatty(0)
+    while True:
+        info = sig.sigwaitinfo(WAITED)
+        if info.si_signo == 17:
+            pid, status = os.waitpid(child, os.WNOHANG)
+            if pid == child:
+                return status_code(status)
+            continue
+        if info.si_code in SI_USER_CODES or not shared:
+            forward(info.si_signo)
