@@ -4,7 +4,10 @@
 downloads them into the cache, so a pull decompresses and extracts during the download
 (one pass over the network). Both write to `<dest>.part` (locked with flock, so two
 processes never write the same part), resume it with `Range` after an interruption, check
-the digest and then rename it into place. `requests` and `rich` are imported lazily.
+the digest and then rename it into place. A full disk (ENOSPC, EDQUOT) deletes the part
+and raises DiskFull (the caller's `out_of_space` says what was being pulled), and
+`discard_downloads()` then deletes whatever else this process put into the cache.
+`requests` and `rich` are imported lazily.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from .. import __version__
-from ..errors import RuripyError
+from ..errors import DiskFull, RuripyError, disk_full
 
 CHUNK = 1 << 20
 BODY_CHUNK = 256 << 10  # network bytes handed on (and written to the part) at a time
@@ -30,6 +33,7 @@ VALIDATOR_XATTR = "user.ruripy.validator"
 USER_AGENT = f"ruripy/{__version__}"
 
 Progress = Callable[[int, "int | None"], None]  # progress(done_bytes, total_bytes_or_None)
+_WRITTEN: set[str] = set()  # cache files and parts this process wrote (discard_downloads)
 
 
 def new_session():
@@ -442,6 +446,7 @@ class Stream:
             except FileNotFoundError:
                 same = False
             if same:
+                _WRITTEN.add(self.part)
                 return fd
             os.close(fd)  # the holder removed or renamed it: open the new one
 
@@ -484,6 +489,7 @@ class Stream:
             if self.sha256 and self._part_digest(fd, pos) == self.sha256:
                 _set_xattr(fd, None)
                 os.rename(self.part, self.dest)
+                _WRITTEN.add(self.dest)
                 self.from_cache = True
                 yield from self._from_cache()
                 return
@@ -598,6 +604,9 @@ class Stream:
                 except RuripyError:
                     raise
                 except Exception as e:
+                    if disk_full(e):  # a resume cannot help: do not keep the part
+                        self._drop_part(fd)
+                        raise DiskFull(e.errno) from None
                     if not _is_transient(e):
                         raise _network_error(self.url, e) from None
                     failures += 1
@@ -637,6 +646,7 @@ class Stream:
             )
         _set_xattr(fd, None)
         os.rename(self.part, self.dest)
+        _WRITTEN.add(self.dest)
 
     def _unlink_if_empty(self, fd: int) -> None:
         """An empty part is useless for a resume: do not leave it behind."""
@@ -728,6 +738,29 @@ def fetch(
             continue  # the bad cached copy is gone: download it
         break
     return dest_path
+
+
+def discard_downloads() -> int:
+    """Delete the cache files and `.part` downloads this process wrote (after a full disk:
+    a failed command leaves the disk as it found it); a part another process is writing
+    is left alone. Returns how many files were deleted."""
+    n = 0
+    while _WRITTEN:
+        path = _WRITTEN.pop()
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
+                os.unlink(path)
+                n += 1
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return n
 
 
 def remove_part(dest_path: str) -> None:

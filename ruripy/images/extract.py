@@ -16,7 +16,8 @@ filesystem operation itself (security.md 4.3, images.md 3.8):
 * OCI whiteouts and opaque folders on request (image-spec "Applying Changesets");
 * budgets on file data and member count.
 
-The caller extracts into a staging folder and renames it, so on error this just raises.
+The caller extracts into a staging folder and renames it, so on error this just raises;
+a full disk (ENOSPC, EDQUOT) is raised as the OSError itself, for the caller to explain.
 """
 
 import errno
@@ -28,7 +29,7 @@ import tarfile
 import threading
 from collections import OrderedDict
 
-from ..errors import RuripyError
+from ..errors import RuripyError, disk_full
 from ..sandbox import inroot
 
 FORMATS = "gzip, xz, zstd, bzip2 or plain"
@@ -102,6 +103,8 @@ def extract(
     try:
         x = _Extractor(rootfs, label, rootless, whiteouts, max_bytes, max_entries, progress)
     except OSError as e:
+        if disk_full(e):
+            raise
         raise RuripyError(f"cannot unpack {label} into {rootfs}: {e.strerror}.") from None
     x.keep_overlay = keep_overlay
     reader = None
@@ -372,6 +375,8 @@ class _Extractor:
             try:
                 self._member(tf, m, path)
             except OSError as e:
+                if disk_full(e):
+                    raise  # the caller says where space ran out
                 raise RuripyError(
                     f"{self.label}: cannot unpack {m.name!r}: {e.strerror or e}."
                 ) from None
@@ -457,6 +462,8 @@ class _Extractor:
             try:
                 fd = inroot.mkdirs(self.rootfd, parent, 0o755)
             except OSError as e:
+                if disk_full(e):
+                    raise
                 raise self._refuse(m, f"has a parent that cannot be made ({e.strerror})") from None
         except OSError as e:
             if e.errno in (errno.ENOTDIR, errno.ELOOP):

@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 
-from ..errors import RuripyError
+from ..errors import RuripyError, disk_full
 from ..sandbox.userns import UsernsCall, run_in_userns
 from ..store import Store, write_json
 
@@ -318,6 +318,8 @@ def _extract_from_pipe(
         except MemoryError:
             raise
         except Exception as e:  # lzma, zlib, zstandard, tarfile errors from a bad archive
+            if disk_full(e):
+                raise  # the parent says where space ran out (sandbox/userns.py)
             raise RuripyError(
                 f"{what} is not a valid rootfs archive ({type(e).__name__}: {e})."
             ) from None
@@ -462,7 +464,7 @@ def _stream_layer(
         w = -1
         try:
             call.wait()
-        except RuripyError:
+        except RuripyError:  # DiskFull too: the error raised here says the same
             pass
         raise
     finally:

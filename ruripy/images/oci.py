@@ -930,6 +930,7 @@ class HashingReader:
 
 def _download(reg: Registry, store, desc: dict, label: str, quiet: bool) -> str:
     """Fetch one blob into the shared cache (verified while streaming); return its path."""
+    from ..errors import DiskFull
     from .download import fetch
 
     digest = desc["digest"]
@@ -946,6 +947,8 @@ def _download(reg: Registry, store, desc: dict, label: str, quiet: bool) -> str:
             quiet=quiet,
             label=label,
         )
+    except DiskFull:
+        raise  # pull() says where space ran out
     except RuripyError as e:
         raise RuripyError(_registry_words(str(e), reg)) from None
     return path

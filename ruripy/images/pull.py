@@ -4,7 +4,9 @@ IMAGE forms (cli.md): a catalog name with an optional release (`debian`, `debian
 `lxc:DISTRO/RELEASE[/VARIANT]`, `docker://…` (oci.py), `file:PATH` or the path of a
 rootfs tarball. LXC and file pulls stream the archive through the extractor while it
 downloads (or is read), so a pull is one pass over the network; the archive is cached by
-digest, so pulling the same build again downloads nothing.
+digest, so pulling the same build again downloads nothing. A pull that fills the disk
+stops with one error and leaves nothing behind: no staging folder, and nothing it
+downloaded into the cache (a resume cannot help while the disk is full).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 import re
 import sys
 
-from ..errors import RuripyError
+from ..errors import DiskFull, RuripyError, out_of_space
 from ..store import Store
 from . import catalog, download, lxc
 from .install import image_by_name, install_image
@@ -228,6 +230,19 @@ def pull(
 ) -> dict:
     """Pull IMAGE (any form of cli.md) into the store; return its image.json (+ "id")."""
     store = store or Store()
+    try:
+        shown = image_name_for(ref)
+    except RuripyError:
+        shown = ref  # the pull below says what is wrong with it
+    try:
+        with out_of_space(store.root, f"pulling {shown}"):
+            return _pull(ref, store, arch, mirror, insecure, quiet)
+    except DiskFull:
+        download.discard_downloads()
+        raise
+
+
+def _pull(ref: str, store: Store, arch, mirror, insecure: bool, quiet: bool) -> dict:
     kind = kind_of(ref)
     if kind == "oci":
         from . import oci
