@@ -61,9 +61,6 @@ def parse_runtime_args(command: str, args: list[str]) -> tuple[str, dict, list[s
     Options may come before or after NAME; the first word after NAME that is not an
     option starts the command. Returns (name, overrides, argv).
     """
-    from . import options
-
-    allowed = None if command == "run" else set(options.EXEC_OPTION_KEYS)
     name = None
     given: dict = {}
     i = 0
@@ -78,10 +75,18 @@ def parse_runtime_args(command: str, args: list[str]) -> tuple[str, dict, list[s
                 i += 1
                 continue
             break
-        i = _take_option(command, args, i, allowed, given)
+        i = _take_option(command, args, i, _allowed(command), given)
     if name is None:
         raise _usage(command, f"{command} needs a container name")
-    return name, _checked(given), args[i:]
+    return name, _checked(given) if given else {}, args[i:]
+
+
+def _allowed(command: str) -> set | None:
+    """Option keys `command` takes (None: all). The option table is loaded only when an
+    option is given: `ruripy exec NAME CMD` does not need it."""
+    from . import options
+
+    return None if command == "run" else set(options.EXEC_OPTION_KEYS)
 
 
 def parse_create_args(args: list[str]) -> tuple[str, str, dict, str | None]:
