@@ -58,7 +58,11 @@ ENVIRONMENT = [
 
 EXIT_STATUS = [
     ("0", "Success; for run and exec, the command's own status."),
-    ("125", "ruripy itself failed: a bad option, no such container, the host lacks a feature."),
+    (
+        "125",
+        "ruripy itself failed: a bad option, no such container, the host lacks a feature, "
+        "a full disk (nothing half-made is left behind).",
+    ),
     ("126", "The command exists but cannot be run."),
     ("127", "The command does not exist."),
     ("128+N", "The command was killed by signal N."),
