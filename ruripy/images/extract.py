@@ -1,6 +1,6 @@
 """ruripy's own tar extractor: every member written through fds resolved inside the rootfs.
 
-`tarfile` only parses (stream mode "r|", never `extract`/`extractall`); this module does each
+`tarfile` only parses (members in order, never `extract`/`extractall`); this module does each
 filesystem operation itself (security.md 4.3, images.md 3.8):
 
 * names are normalised (leading "/" stripped, `..` that would leave the root refused);
@@ -21,6 +21,7 @@ a full disk (ENOSPC, EDQUOT) is raised as the OSError itself, for the caller to 
 """
 
 import errno
+import itertools
 import os
 import queue
 import shutil
@@ -85,6 +86,7 @@ def extract(
     progress=None,
     label: str | None = None,
     keep_overlay: bool = False,
+    trash: "Trash | None" = None,
 ) -> dict:
     """Extract the tar read sequentially from `stream` (never seeked) into folder `rootfs`.
 
@@ -92,7 +94,8 @@ def extract(
     `whiteouts` applies OCI whiteout markers (for image layers). `progress(entries, bytes)`
     is called now and then. `label` names the archive in errors (default: the stream's
     name). `keep_overlay` (copying an overlay upper folder) also keeps its whiteouts (0:0
-    character devices) and, privileged, its `trusted.overlay.*` xattrs.
+    character devices) and, privileged, its `trusted.overlay.*` xattrs. With `trash`,
+    what the archive replaces or whites out is moved there and deleted in the background.
     Returns counts: entries, bytes, files, dirs, symlinks, hardlinks, fifos, devices,
     skipped_devices, skipped_other, whiteouts, opaque, xattrs, xattrs_dropped, xattr_errors,
     owner_errors.
@@ -107,12 +110,13 @@ def extract(
             raise
         raise RuripyError(f"cannot unpack {label} into {rootfs}: {e.strerror}.") from None
     x.keep_overlay = keep_overlay
+    x.trash = trash
     reader = None
     try:
         inner, kind = _decompressed(stream, label)
         reader = _Direct(inner) if kind is None and _is_file(stream) else _Reader(inner)
         try:
-            tf = tarfile.open(fileobj=reader, mode="r|", tarinfo=_Info)
+            tf = tarfile.open(fileobj=reader, mode="r:", tarinfo=_Info)
         except tarfile.ReadError:
             if kind and not reader.total:  # zstd ends quietly when its first frame is cut
                 raise _Corrupt(f"the {kind} data ends before any tar data") from None
@@ -154,14 +158,58 @@ class _Prefixed:
         return True
 
 
-class _Direct:
+class _Sequential:
+    """What tarfile needs of a file in "r:" mode, over a stream read once, in order.
+
+    `read(n)` gives n bytes unless the data ends; `seek` only skips forward (tarfile
+    never goes back when the members are read in order). Member data is then read in
+    place: stream mode ("r|") would copy it through tarfile's 10 KiB buffer.
+    """
+
+    position = 0
+
+    def _read1(self, n: int) -> bytes:
+        raise NotImplementedError
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            n = CHUNK
+        out = self._read1(n)
+        if len(out) < n and out:
+            parts = [out]
+            got = len(out)
+            while got < n:
+                b = self._read1(n - got)
+                if not b:
+                    break
+                parts.append(b)
+                got += len(b)
+            out = b"".join(parts)
+        self.position += len(out)
+        return out
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        if whence != 0 or pos < self.position:
+            raise _Corrupt("the archive asks to go back, which a stream cannot")
+        while self.position < pos and self.read(min(CHUNK, pos - self.position)):
+            pass
+        return self.position
+
+    def readable(self) -> bool:
+        return True
+
+
+class _Direct(_Sequential):
     """The tar stream read in place: a plain tar in a regular file needs no thread."""
 
     def __init__(self, inner) -> None:
         self.inner = inner
         self.total = 0
 
-    def read(self, n: int = -1) -> bytes:
+    def _read1(self, n: int) -> bytes:
         try:
             b = self.inner.read(n)
         except Exception as e:
@@ -180,7 +228,7 @@ def _is_file(stream) -> bool:
         return False
 
 
-class _Reader:
+class _Reader(_Sequential):
     """The decompressed stream for tarfile, read ahead by a thread.
 
     Decompression (zlib, lzma, bz2 and zstd release the GIL) then overlaps with the writing,
@@ -216,7 +264,7 @@ class _Reader:
             except queue.Full:
                 continue
 
-    def read(self, n: int = -1) -> bytes:
+    def _read1(self, n: int) -> bytes:
         if self.pos >= len(self.buf):
             if self.done:
                 return b""
@@ -229,8 +277,10 @@ class _Reader:
                 return b""
             self.buf, self.pos = item, 0
             self.total += len(item)
-        end = len(self.buf) if n is None or n < 0 else self.pos + n
-        out = self.buf[self.pos : end]
+        if self.pos == 0 and n >= len(self.buf):
+            self.pos = len(self.buf)
+            return self.buf  # a whole chunk: no copy
+        out = self.buf[self.pos : self.pos + n]
         self.pos += len(out)
         return out
 
@@ -337,6 +387,7 @@ class _Extractor:
         self.max_entries = max_entries
         self.progress = progress
         self.keep_overlay = False
+        self.trash: Trash | None = None
         self.stats = dict.fromkeys(STAT_KEYS, 0)
         self.cache: OrderedDict[str, int] = OrderedDict()  # archive path -> O_PATH dir fd
         self.dirs: dict[str, tuple] = {}  # folder attributes applied at the end
@@ -490,13 +541,19 @@ class _Extractor:
         st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
         # `pfd` (usually a cached fd) stays open: callers go on using it, and it was not
         # reached through the entry removed below it.
-        if stat.S_ISDIR(st.st_mode):
-            self._forget_all(keep=pfd)
-            shutil.rmtree(name, dir_fd=pfd)
+        isdir = stat.S_ISDIR(st.st_mode)
+        if isdir or stat.S_ISLNK(st.st_mode):
+            self._forget_all(keep=pfd)  # cached folders may be in it, or reached through it
+        self._delete(pfd, name, isdir)
+
+    def _delete(self, dfd: int, name: str, isdir: bool) -> None:
+        """Unlink `name` in folder `dfd` (a folder with its tree), or hand it to the trash."""
+        if self.trash is not None and self.trash.take(dfd, name):
+            return
+        if isdir:
+            shutil.rmtree(name, dir_fd=dfd)
         else:
-            if stat.S_ISLNK(st.st_mode):
-                self._forget_all(keep=pfd)  # cached folders may have been reached through it
-            os.unlink(name, dir_fd=pfd)
+            os.unlink(name, dir_fd=dfd)
 
     # A fresh symlink (symlinkat without EEXIST) needs no cache flush: nothing existed at its
     # path, and every removal of a folder or symlink above already flushed the cache.
@@ -817,16 +874,126 @@ class _Extractor:
         for e in entries:
             sub = f"{key}/{e.name}" if key else e.name
             if sub not in self.written:
-                if e.is_dir(follow_symlinks=False):
-                    shutil.rmtree(e.name, dir_fd=dfd)
-                else:
-                    os.unlink(e.name, dir_fd=dfd)
+                self._delete(dfd, e.name, e.is_dir(follow_symlinks=False))
             elif e.is_dir(follow_symlinks=False):
                 fd = os.open(e.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dfd)
                 try:
                     self._clear(fd, sub)
                 finally:
                     os.close(fd)
+
+
+class Trash:
+    """Deletes what extraction replaces or whites out, beside the extraction.
+
+    `take(dfd, name)` renames the entry (a rename never follows a symlink) into a private
+    folder on the same file system, so its path is free at once, and threads delete it
+    there. Deleting is the slow part (a file system mounted with `discard` trims every
+    freed block before unlink returns); several at a time, and while the extraction goes
+    on, it costs a fraction. The folder is outside the rootfs, nothing in it is ever
+    followed (entries are opened O_NOFOLLOW relative to folder fds), and `close()` waits
+    until it is gone: a finished extraction leaves nothing of it behind.
+    """
+
+    WORKERS = 8
+
+    def __init__(self, path: str) -> None:
+        os.mkdir(path, 0o700)
+        self.path = path
+        self.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        self.dev = os.fstat(self.fd).st_dev
+        self.queue: queue.Queue = queue.Queue()
+        self.names = itertools.count()
+        self.threads: list[threading.Thread] = []
+        self.failed: OSError | None = None
+
+    def take(self, dfd: int, name: str) -> bool:
+        """Move `name` out of folder `dfd` to be deleted; False if it cannot be moved here
+        (another file system, no permission): the caller deletes it itself."""
+        if self.fd < 0:
+            return False
+        new = str(next(self.names))
+        try:
+            os.rename(name, new, src_dir_fd=dfd, dst_dir_fd=self.fd)
+        except OSError as e:
+            if e.errno == errno.ENOENT or disk_full(e):
+                raise
+            return False
+        if len(self.threads) < self.WORKERS:
+            t = threading.Thread(target=self._work, name="ruripy-trash", daemon=True)
+            t.start()
+            self.threads.append(t)
+        self.queue.put(new)
+        return True
+
+    def _work(self) -> None:
+        while True:
+            name = self.queue.get()
+            try:
+                if name is None:
+                    return
+                self._delete(name)
+            except OSError as e:
+                self.failed = self.failed or e
+            finally:
+                self.queue.task_done()
+
+    def _delete(self, name: str) -> None:
+        """Unlink one entry of the trash; a folder's entries are first moved up into the
+        trash itself (to be deleted by any thread), then the empty folder is removed."""
+        st = os.stat(name, dir_fd=self.fd, follow_symlinks=False)
+        if not stat.S_ISDIR(st.st_mode):
+            os.unlink(name, dir_fd=self.fd)
+            return
+        if st.st_dev != self.dev:
+            raise OSError(errno.EXDEV, "a mount point in the trash", name)
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     dir_fd=self.fd)  # fmt: skip
+        try:
+            with os.scandir(fd) as it:
+                children = [e.name for e in it]
+            for child in children:
+                new = str(next(self.names))
+                os.rename(child, new, src_dir_fd=fd, dst_dir_fd=self.fd)
+                self.queue.put(new)
+        finally:
+            os.close(fd)
+        os.rmdir(name, dir_fd=self.fd)
+
+    def close(self) -> None:
+        """Wait until everything taken is deleted, then remove the trash folder."""
+        if self.fd < 0:
+            return
+        if self.threads:
+            self.queue.join()
+            for _ in self.threads:
+                self.queue.put(None)
+            for t in self.threads:
+                t.join()
+            self.threads = []
+        os.close(self.fd)
+        self.fd = -1
+        try:
+            if self.failed is None:
+                os.rmdir(self.path)
+            else:
+                shutil.rmtree(self.path)
+        except OSError as e:
+            if disk_full(e):
+                raise
+            raise RuripyError(
+                f"cannot delete {self.path} (what the unpacked layers removed): {e.strerror}."
+            ) from None
+
+    def __enter__(self) -> "Trash":
+        return self
+
+    def __exit__(self, kind, e, tb) -> None:
+        try:
+            self.close()
+        except (OSError, RuripyError):
+            if kind is None:
+                raise  # else the error on its way out says more
 
 
 def _human(n: int) -> str:

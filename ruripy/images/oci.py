@@ -14,8 +14,10 @@ import hashlib
 import ipaddress
 import json
 import os
+import queue
 import re
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -433,11 +435,16 @@ class RegistryAuth(requests.auth.AuthBase):
         self.margin = 0.0
         self.basic = False
         self.token_requests = 0
+        self.lock = threading.RLock()  # layer downloads run in threads
 
     def _mine(self, url: str) -> bool:
         return urlsplit(url).netloc.lower() == self.netloc
 
     def header(self) -> str | None:
+        with self.lock:
+            return self._header()
+
+    def _header(self) -> str | None:
         if self.basic and self.credentials:
             raw = f"{self.credentials[0]}:{self.credentials[1]}".encode()
             return "Basic " + base64.b64encode(raw).decode()
@@ -465,27 +472,31 @@ class RegistryAuth(requests.auth.AuthBase):
         if challenge is None or tries >= 2:
             return resp
         scheme, params = challenge
-        if scheme == "bearer" and params.get("realm"):
-            if params.get("error") == "insufficient_scope" and self.token:
-                return resp  # a token for this scope was refused: nothing to retry
-            self.bearer = params
-            self.basic = False
-            self.fetch_token()
-        elif scheme == "basic":
-            if not self.credentials:
-                raise RuripyError(
-                    f"the registry {self.netloc} requires a login: add credentials with "
-                    f"'docker login {self.netloc}' (or podman login)."
-                )
-            if self.basic:
-                return resp  # the credentials were already sent: the caller reports it
-            self.basic = True
-        else:
-            return resp
+        sent = resp.request.headers.get("Authorization")
+        with self.lock:
+            if scheme == "bearer" and params.get("realm"):
+                if params.get("error") == "insufficient_scope" and self.token:
+                    return resp  # a token for this scope was refused: nothing to retry
+                if not (self.token and sent and sent != f"Bearer {self.token}"):
+                    self.bearer = params  # (else another thread renewed it meanwhile)
+                    self.basic = False
+                    self.fetch_token()
+            elif scheme == "basic":
+                if not self.credentials:
+                    raise RuripyError(
+                        f"the registry {self.netloc} requires a login: add credentials with "
+                        f"'docker login {self.netloc}' (or podman login)."
+                    )
+                if self.basic and sent and sent.startswith("Basic "):
+                    return resp  # the credentials were already sent: the caller reports it
+                self.basic = True
+            else:
+                return resp
+            header = self._header()
         resp.content  # noqa: B018 - drain it so the connection can be reused
         resp.close()
         prep = resp.request.copy()
-        prep.headers["Authorization"] = self.header()
+        prep.headers["Authorization"] = header
         prep.ruripy_tries = tries + 1  # a new token may itself be refused: retry twice at most
         new = resp.connection.send(prep, **kwargs)
         new.history.append(resp)
@@ -928,7 +939,9 @@ class HashingReader:
 # ---------------------------------------------------------------------------------------
 
 
-def _download(reg: Registry, store, desc: dict, label: str, quiet: bool) -> str:
+def _download(
+    reg: Registry, store, desc: dict, label: str, quiet: bool, *, session=None, progress=None
+) -> str:
     """Fetch one blob into the shared cache (verified while streaming); return its path."""
     from ..errors import DiskFull
     from .download import fetch
@@ -943,7 +956,8 @@ def _download(reg: Registry, store, desc: dict, label: str, quiet: bool) -> str:
             path,
             sha256=digest.split(":", 1)[1],
             size=desc["size"],
-            session=reg.session,
+            session=session or reg.session,
+            progress=progress,
             quiet=quiet,
             label=label,
         )
@@ -954,6 +968,120 @@ def _download(reg: Registry, store, desc: dict, label: str, quiet: bool) -> str:
     return path
 
 
+PARALLEL = 4  # layers downloaded at the same time (skopeo copies up to 6)
+
+
+class _Cancelled(BaseException):
+    """Stops a download thread (raised from its progress callback; not an Exception, so
+    the downloader's retry loop lets it through)."""
+
+
+class LayerDownloads:
+    """Download an image's layers, PARALLEL at a time, announcing each to the extractor.
+
+    Runs in the pulling process while the helper extracts (install.install_image's
+    `fetch`). Layers already in the cache are announced at once. Threads take layers in
+    manifest order, each with its own requests session (sharing the registry's auth); a
+    layer is announced only once its blob is complete and matches its digest (renamed
+    into the cache by the downloader), so the helper never reads an unverified byte.
+    The first failure stops the other downloads (their `.part` files stay, to be
+    resumed) and is raised; if the helper fails first, the downloads stop and this
+    returns, so that the helper's error is the one reported. One progress bar counts the
+    bytes of all layers.
+    """
+
+    def __init__(self, reg: Registry, store, layers: list[dict], quiet: bool) -> None:
+        self.reg = reg
+        self.store = store
+        self.layers = layers
+        self.quiet = quiet
+        self.cancel = threading.Event()
+        self.lock = threading.Lock()
+        self.done: dict[str, int] = {}
+        self.bar = None
+
+    def __call__(self, announcer) -> None:
+        n = len(self.layers)
+        where: dict[str, list[int]] = {}  # digest -> layer indexes (a blob may repeat)
+        for i, desc in enumerate(self.layers):
+            where.setdefault(desc["digest"], []).append(i)
+        todo = []
+        for digest, idx in where.items():
+            if os.path.exists(self.store.blob_path(digest)):
+                for i in idx:
+                    announcer.notify(i)
+            else:
+                todo.append(self.layers[idx[0]])
+        if not todo:
+            return
+        from .download import Bar
+
+        total = sum(d["size"] for d in todo)
+        self.bar = Bar(
+            f"Downloading {len(todo)} of {n} layer{'s' if n != 1 else ''}", total, self.quiet
+        )
+        results: queue.Queue = queue.Queue()
+        pending = list(reversed(todo))
+        threads = [
+            threading.Thread(target=self._worker, args=(pending, results), daemon=True)
+            for _ in range(min(PARALLEL, len(todo)))
+        ]
+        try:
+            for t in threads:
+                t.start()
+            left = len(todo)
+            while left:
+                try:
+                    digest, err = results.get(timeout=0.05)
+                except queue.Empty:
+                    if announcer.gone():
+                        return  # the helper failed: its error is the one to report
+                    continue
+                left -= 1
+                if err is not None:
+                    raise err
+                for i in where[digest]:
+                    if not announcer.notify(i):
+                        return
+        finally:
+            self.cancel.set()
+            for t in threads:
+                t.join(timeout=30)
+            self.bar.close()
+
+    def _worker(self, pending: list[dict], results: queue.Queue) -> None:
+        import requests
+
+        session = requests.Session()
+        session.headers.update(self.reg.session.headers)
+        session.verify = self.reg.session.verify
+        session.auth = self.reg.auth
+        with session:
+            while not self.cancel.is_set():
+                with self.lock:
+                    if not pending:
+                        return
+                    desc = pending.pop()
+                digest = desc["digest"]
+
+                def progress(done: int, total=None, digest=digest) -> None:
+                    if self.cancel.is_set():
+                        raise _Cancelled
+                    with self.lock:
+                        self.done[digest] = done
+                        self.bar(sum(self.done.values()))
+
+                try:
+                    _download(self.reg, self.store, desc, digest, True, session=session,
+                              progress=progress)  # fmt: skip
+                except _Cancelled:
+                    return
+                except BaseException as e:  # raised again by the main thread
+                    results.put((digest, e))
+                    return
+                results.put((digest, None))
+
+
 def _registry_words(msg: str, reg: Registry) -> str:
     """The downloader speaks of mirrors; for a registry say what applies."""
     return msg.replace(" or pass another --mirror", "").replace(
@@ -962,47 +1090,65 @@ def _registry_words(msg: str, reg: Registry) -> str:
 
 
 def _apply_layers(
-    layers: list[tuple[str, str, str | None]], rootfs: str, rootless: bool, what: str
+    layers: list[tuple[str, str, str | None]], rootfs: str, rootless: bool, what: str, ready=None
 ):
     """Extract every cached layer, in order, into `rootfs` (runs in the user namespace).
 
-    Each layer's blob was verified when it was downloaded; the decompressed tar stream is
-    hashed on the way into the extractor and compared with the config's diff_id.
+    `ready(i)` (install.Ready) waits until layer i (from 0) is downloaded and verified, so
+    layer i is extracted while later ones still download. Each layer's blob was verified
+    when it was downloaded; the decompressed tar stream is hashed on the way into the
+    extractor and compared with the config's diff_id.
     """
-    from ..errors import disk_full
-    from .extract import extract
+    from .extract import Trash
 
     totals: dict = {}
     n = len(layers)
-    for i, (path, digest, diff_id) in enumerate(layers, 1):
-        label = f"layer {i}/{n} ({digest[:19]}) of {what}"
-        with open(path, "rb") as raw:
-            kind = sniff(raw.read(8))
-            raw.seek(0)
-            reader = HashingReader(raw, kind)
-            try:
-                stats = extract(reader, rootfs, rootless=rootless, whiteouts=True, label=label)
-                got = reader.drain()
-            except RuripyError:
-                raise
-            except Exception as e:  # a decompressor's own error type
-                if disk_full(e):
-                    raise  # pull() says where space ran out
-                raise RuripyError(
-                    f"{label} is truncated or corrupt ({type(e).__name__}: {e})."
-                ) from None
-            finally:
-                reader.close()
-        if diff_id and got != diff_id:
-            raise RuripyError(
-                f"{label} unpacks to {got}, not the diff_id {diff_id} its config names; "
-                "the image is broken."
-            )
-        for k, v in (stats or {}).items():
-            if isinstance(v, int) and not isinstance(v, bool):
-                totals[k] = totals.get(k, 0) + v
+    with Trash(rootfs.rstrip("/") + ".trash") as trash:
+        for i, (path, digest, diff_id) in enumerate(layers, 1):
+            stats = _apply_layer(i, n, path, digest, diff_id, rootfs, rootless, what, ready, trash)
+            for k, v in (stats or {}).items():
+                if isinstance(v, int) and not isinstance(v, bool):
+                    totals[k] = totals.get(k, 0) + v
     totals["layers"] = n
     return totals
+
+
+def _apply_layer(
+    i: int, n: int, path: str, digest: str, diff_id, rootfs: str, rootless: bool, what: str,
+    ready, trash,
+) -> dict:  # fmt: skip
+    """Extract layer i of n (from 1) once `ready` says it is verified; check its diff_id."""
+    from ..errors import disk_full
+    from .extract import extract
+
+    label = f"layer {i}/{n} ({digest[:19]}) of {what}"
+    if ready is not None:
+        ready(i - 1)
+    with open(path, "rb") as raw:
+        kind = sniff(raw.read(8))
+        raw.seek(0)
+        reader = HashingReader(raw, kind)
+        try:
+            stats = extract(
+                reader, rootfs, rootless=rootless, whiteouts=True, label=label, trash=trash
+            )
+            got = reader.drain()
+        except RuripyError:
+            raise
+        except Exception as e:  # a decompressor's own error type
+            if disk_full(e):
+                raise  # pull() says where space ran out
+            raise RuripyError(
+                f"{label} is truncated or corrupt ({type(e).__name__}: {e})."
+            ) from None
+        finally:
+            reader.close()
+    if diff_id and got != diff_id:
+        raise RuripyError(
+            f"{label} unpacks to {got}, not the diff_id {diff_id} its config names; "
+            "the image is broken."
+        )
+    return stats
 
 
 def pull(
@@ -1048,10 +1194,7 @@ def pull(
             file=sys.stderr,
             flush=True,
         )
-    paths = []
-    for i, desc in enumerate(layers, 1):
-        label = f"layer {i}/{len(layers)} {desc['digest'][7:19]}"
-        paths.append((_download(reg, store, desc, label, quiet), desc["digest"], diff_ids[i - 1]))
+    paths = [(store.blob_path(d["digest"]), d["digest"], diff_ids[i]) for i, d in enumerate(layers)]
     meta = {
         "name": what,
         "kind": "oci",
@@ -1066,10 +1209,11 @@ def pull(
     }
     rootless = os.geteuid() != 0
 
-    def feed(rootfs: str) -> int:
-        return _apply_layers(paths, rootfs, rootless, what)
+    def feed(rootfs: str, ready) -> dict:
+        return _apply_layers(paths, rootfs, rootless, what, ready)
 
-    return install_image(store, what, meta, feed, quiet=quiet)
+    fetch = LayerDownloads(reg, store, layers, quiet)
+    return install_image(store, what, meta, feed, fetch=fetch, quiet=quiet)
 
 
 def up_to_date(store, reg: Registry, want: Platform) -> dict | None:
