@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 
 import pytest
 import registry
@@ -39,48 +40,89 @@ def random_data() -> dict[str, bytes]:
 # -- disks --------------------------------------------------------------------------------
 
 
+class Disk:
+    """A tmpfs mounted in a mount namespace of its own, held open by a sleeping process:
+    the host's mount table never shows it, so tests on other workers that compare the
+    host's mounts are not disturbed. Commands see it at `path` (through `enter`); this
+    process sees the same folder at `view` (/proc/PID/root)."""
+
+    def __init__(self, holder: subprocess.Popen, path: str) -> None:
+        self.holder = holder
+        self.path = path
+        self.view = f"/proc/{holder.pid}/root{path}"
+
+    def enter(self, runner: Runner, home: str | None = None) -> Runner:
+        """A runner like `runner` (storage root `home`) whose commands run in the disk's
+        mount namespace."""
+        return InDisk(runner.src, home or runner.home, runner.user, self.holder.pid)
+
+
+class InDisk(Runner):
+    def __init__(self, src: str, home: str, user, pid: int) -> None:
+        super().__init__(src, home, user)
+        self.pid = pid
+
+    def argv(self, *args: str, env: dict | None = None) -> list[str]:
+        return ["nsenter", "-t", str(self.pid), "-m", "--", *super().argv(*args, env=env)]
+
+    def host_path(self, *parts: str) -> str:
+        return f"/proc/{self.pid}/root" + os.path.join(self.home, *parts)
+
+
 @pytest.fixture
 def small_disk():
     """`small_disk(owner)`: a fresh tmpfs of DISK_SIZE (owned by `owner`, a pwd entry, or
-    root), unmounted again after the test."""
-    made = []
+    root) in a private mount namespace; gone with it after the test."""
+    made: list[tuple[str, subprocess.Popen]] = []
 
-    def make(owner=None) -> str:
+    def make(owner=None) -> Disk:
         os.makedirs(TEST_ROOT, exist_ok=True)
         base = tempfile.mkdtemp(prefix="disk.", dir=TEST_ROOT)
         os.chmod(base, 0o755)
         mnt = os.path.join(base, "disk")
         os.mkdir(mnt)
+        holder = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "sleep", "infinity"]
+        )
+        made.append((base, holder))
+        mine = os.stat("/proc/self/ns/mnt").st_ino
+        for _ in range(500):  # until unshare has made the namespace and exec'd sleep
+            try:
+                if os.stat(f"/proc/{holder.pid}/ns/mnt").st_ino != mine:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.01)
         opts = f"size={DISK_SIZE},mode=0700"
         if owner is not None:
             opts += f",uid={owner.pw_uid},gid={owner.pw_gid}"
         r = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", opts, "ruripy-full-disk", mnt],
+            ["nsenter", "-t", str(holder.pid), "-m", "--"]
+            + ["mount", "-t", "tmpfs", "-o", opts, "ruripy-full-disk", mnt],
             capture_output=True,
             text=True,
         )
         if r.returncode != 0:
-            os.rmdir(mnt)
-            os.rmdir(base)
-            pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-        made.append((base, mnt))
-        return mnt
+            pytest.skip(f"cannot mount a tmpfs in a mount namespace here: {r.stderr.strip()}")
+        return Disk(holder, mnt)
 
     yield make
-    for base, mnt in made:
-        subprocess.run(["umount", "-l", mnt], check=False)
+    for base, holder in made:
+        holder.kill()
+        holder.wait()
         subprocess.run(["rm", "-rf", "--one-file-system", base], check=False)
 
 
 @pytest.fixture(params=["rootless", "privileged"])
 def full(request, src_copy, small_disk):
-    """A runner (as the test user, then as root) whose storage root is on a small disk."""
+    """A runner (as the test user, then as root) whose storage root is on a small disk;
+    `disk` and `host_path()` are where this process sees them."""
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
     user = request.getfixturevalue("test_user") if request.param == "rootless" else None
     disk = small_disk(user)
-    runner = Runner(src_copy, os.path.join(disk, "store"), user)
-    runner.disk = disk
+    runner = disk.enter(Runner(src_copy, "", user), os.path.join(disk.path, "store"))
+    runner.disk = disk.view
     yield runner
     kill_leftovers(runner.home)
 
@@ -200,12 +242,12 @@ def test_pull_lxc(full, big_mirror, big, cached):
         r = full("pull", "debian:bookworm", "--mirror", big_mirror.url, "-q")
         assert r.returncode == 0, r.stderr
         assert full("rmi", "debian:bookworm").returncode == 0
-    before = contents(full.home)
+    before = contents(full.host_path())
     assert len(before) == (1 if cached else 0), before
     fill(full.disk, 2 * MB)
     r = full("pull", "debian:bookworm", "--mirror", big_mirror.url)
     fails_full(r, full.home, "pulling debian:bookworm")
-    assert contents(full.home) == before  # no staging folder, no image, no new download
+    assert contents(full.host_path()) == before  # no staging folder, no image, no new download
     assert listed(full, "images") == []
     free_space(full.disk)
     r = full("pull", "debian:bookworm", "--mirror", big_mirror.url, "-q")
@@ -219,7 +261,7 @@ def test_pull_tarball(full, big_tarball, big):
     fill(full.disk, 2 * MB)
     r = full("pull", big_tarball)
     fails_full(r, full.home, "pulling bigroot")
-    assert contents(full.home) == set()
+    assert contents(full.host_path()) == set()
     assert listed(full, "images") == []
     free_space(full.disk)
     r = full("pull", big_tarball, "-q")
@@ -234,7 +276,7 @@ def test_import_tarball(full, big_tarball, big):
     fill(full.disk, 2 * MB)
     r = full("import", "box", big_tarball)
     fails_full(r, full.home, f"importing {big_tarball} as container box")
-    assert contents(full.home) == set()
+    assert contents(full.host_path()) == set()
     assert listed(full, "list") == []
     free_space(full.disk)
     r = full("import", "box", big_tarball)
@@ -248,7 +290,7 @@ def test_import_folder(full, big_folder):
     fill(full.disk, 2 * MB)
     r = full("import", "box", folder)
     fails_full(r, full.home, f"importing {folder} as container box")
-    assert contents(full.home) == set()
+    assert contents(full.host_path()) == set()
     assert listed(full, "list") == []
     free_space(full.disk)
     r = full("import", "box", folder)
@@ -260,12 +302,12 @@ def test_create_by_copy(full, big_tarball, big):
     """Without overlay, create copies the image: the image stays, no container appears."""
     r = full("pull", big_tarball, "-q")
     assert r.returncode == 0, r.stderr
-    before = contents(full.home)
+    before = contents(full.host_path())
     fill(full.disk, 2 * MB)
     copy = {"RURIPY_TEST_NO_OVERLAY": "1"}
     r = full("create", "box", "bigroot", env=copy)
     fails_full(r, full.home, "creating container box")
-    assert contents(full.home) == before
+    assert contents(full.host_path()) == before
     assert listed(full, "list") == []
     assert listed(full, "images") == ["bigroot"]
     free_space(full.disk)
@@ -277,11 +319,11 @@ def test_create_by_copy(full, big_tarball, big):
 def test_clone(full, big_folder):
     folder, data = big_folder
     assert full("import", "box", folder).returncode == 0
-    before = contents(full.home)
+    before = contents(full.host_path())
     fill(full.disk, 2 * MB)
     r = full("clone", "box", "copy")
     fails_full(r, full.home, "cloning container box as copy")
-    assert contents(full.home) == before
+    assert contents(full.host_path()) == before
     assert listed(full, "list") == ["box"]
     free_space(full.disk)
     r = full("clone", "box", "copy")
@@ -293,16 +335,19 @@ def test_export(runner, big_folder, small_disk):
     """The output file is on the full disk: no partial tarball stays there."""
     folder, _ = big_folder
     assert runner("import", "box", folder).returncode == 0
-    out = small_disk(runner.user)
+    disk = small_disk(runner.user)
+    out, seen = disk.path, disk.view
+    runner = disk.enter(runner)
     dest = os.path.join(out, "box.tar")
-    fill(out, 2 * MB)
+    fill(seen, 2 * MB)
     r = runner("export", "box", dest)
     fails_full(r, out, f"exporting container box to {dest}", store=False)
-    assert os.listdir(out) == [BALLAST]
-    free_space(out)
+    assert os.listdir(seen) == [BALLAST]
+    free_space(seen)
     r = runner("export", "box", dest)
     assert r.returncode == 0, r.stderr
-    assert os.listdir(out) == ["box.tar"] and os.path.getsize(dest) > 4 * MB
+    assert os.listdir(seen) == ["box.tar"]
+    assert os.path.getsize(os.path.join(seen, "box.tar")) > 4 * MB
 
 
 # -- registry images ------------------------------------------------------------------------
@@ -345,7 +390,7 @@ def test_pull_oci(full, big_oci, where):
     fill(full.disk, 2 * MB if where == "download" else blobs + MB)
     r = full("pull", f"docker://{ref}")
     fails_full(r, full.home, f"pulling {oci.parse_reference(ref)}")
-    assert contents(full.home) == set()  # the blobs this pull fetched went too
+    assert contents(full.host_path()) == set()  # the blobs this pull fetched went too
     assert listed(full, "images") == []
     free_space(full.disk)
     r = full("pull", f"docker://{ref}", "-q")
