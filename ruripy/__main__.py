@@ -3,6 +3,7 @@
 Every other command, and any `--help`, goes to the typer app in ruripy.cli.
 """
 
+import gc
 import os
 import sys
 
@@ -231,6 +232,9 @@ def main() -> None:
     fast_commands = ("run", "exec", "create")
     helping = {"--help", "-h"}.intersection(args[1:] if args[:1] == ["create"] else args[1:3])
     if args and args[0] in fast_commands and not helping:
+        # A short-lived process that makes no reference cycles worth collecting: without
+        # the cyclic collector the imports of the start-up run without its pauses.
+        gc.disable()
         code = fast(args[0], args[1:])
         try:
             sys.stdout.flush()
