@@ -450,9 +450,9 @@ def test_shared_terminal_job_control(box):
 def test_run_path_imports_only_the_standard_library(src_copy):
     code = (
         "import sys; sys.argv=['ruripy','run']; "
-        "import ruripy.__main__ as m, ruripy.lifecycle; "
+        "import ruripy.__main__ as m, ruripy.lifecycle, ruripy.running; "
         "bad=[n for n in ('typer','rich','requests','zstandard','click','pydantic','tomllib',"
-        "'subprocess','json','re') if n in sys.modules]; print(bad)"
+        "'subprocess','json','re','ctypes','warnings') if n in sys.modules]; print(bad)"
     )
     r = subprocess.run(
         [sys.executable, "-c", code],

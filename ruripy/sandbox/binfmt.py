@@ -24,13 +24,12 @@ shell (through an overlay's layers).
 Standard library only; nothing here runs a program.
 """
 
-import ctypes
 import errno
 import os
 import stat
 
 from ..errors import RuripyError
-from . import inroot
+from . import ffi, inroot
 
 HOST_MOUNT = "/proc/sys/fs/binfmt_misc"
 
@@ -306,14 +305,14 @@ def private_supported() -> bool:
     return (major, minor) >= (6, 7)
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
+_libc = ffi.libc
+_libc.syscall.restype = ffi.c_long
 
 
 def _sys(nr: int, *args) -> int:
-    ret = _libc.syscall(ctypes.c_long(nr), *args)
+    ret = _libc.syscall(ffi.c_long(nr), *args)
     if ret < 0:
-        e = ctypes.get_errno()
+        e = ffi.get_errno()
         raise OSError(e, os.strerror(e))
     return ret
 
@@ -323,12 +322,12 @@ def register_private(line: str, arch: str = "") -> int:
     this user namespace with `line` registered. Returns the detached mount's fd: keep it
     open while the container lives; the entries go away with the last reference."""
     try:
-        fs = _sys(_SYS_FSOPEN, ctypes.c_char_p(b"binfmt_misc"), ctypes.c_uint(1))
+        fs = _sys(_SYS_FSOPEN, ffi.c_char_p(b"binfmt_misc"), ffi.c_uint(1))
     except OSError as e:
         raise RuripyError(_private_failed(arch, e.strerror)) from None
     try:
-        _sys(_SYS_FSCONFIG, ctypes.c_int(fs), ctypes.c_uint(_FSCONFIG_CMD_CREATE), None, None, 0)
-        mnt = _sys(_SYS_FSMOUNT, ctypes.c_int(fs), ctypes.c_uint(1), ctypes.c_uint(0))
+        _sys(_SYS_FSCONFIG, ffi.c_int(fs), ffi.c_uint(_FSCONFIG_CMD_CREATE), None, None, 0)
+        mnt = _sys(_SYS_FSMOUNT, ffi.c_int(fs), ffi.c_uint(1), ffi.c_uint(0))
     except OSError as e:
         raise RuripyError(_private_failed(arch, e.strerror)) from None
     finally:

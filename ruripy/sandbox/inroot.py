@@ -14,10 +14,11 @@ when openat2 is missing (ENOSYS, or EPERM from a seccomp filter) or when the mod
 Standard library only; failures raise OSError with the errno of the step that failed.
 """
 
-import ctypes
 import errno
 import os
 import stat
+
+from . import ffi
 
 USE_OPENAT2 = True
 MAXSYMLINKS = 40
@@ -35,17 +36,17 @@ _NO_FOLLOW_CHECK = os.O_NOFOLLOW | os.O_DIRECTORY  # cases where open itself ref
 _MAX_STEPS = 4096  # components walked in one fallback resolution, symlink expansions included
 
 
-class _OpenHow(ctypes.Structure):
+class _OpenHow(ffi.Structure):
     _fields_ = [
-        ("flags", ctypes.c_uint64),
-        ("mode", ctypes.c_uint64),
-        ("resolve", ctypes.c_uint64),
+        ("flags", ffi.c_uint64),
+        ("mode", ffi.c_uint64),
+        ("resolve", ffi.c_uint64),
     ]
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
+_libc = ffi.libc
 _syscall = _libc.syscall
-_syscall.restype = ctypes.c_long
+_syscall.restype = ffi.c_long
 _have_openat2: bool | None = None  # None: not probed yet
 
 
@@ -78,15 +79,15 @@ def resolve(rootfd: int, path: str, flags: int = os.O_PATH, mode: int = 0o644) -
         cpath = os.fsencode(rel or ".")
         for _ in range(64):
             fd = _syscall(
-                ctypes.c_long(_SYS_OPENAT2),
-                ctypes.c_int(rootfd),
-                ctypes.c_char_p(cpath),
-                ctypes.byref(how),
-                ctypes.c_size_t(ctypes.sizeof(how)),
+                ffi.c_long(_SYS_OPENAT2),
+                ffi.c_int(rootfd),
+                ffi.c_char_p(cpath),
+                ffi.byref(how),
+                ffi.c_size_t(ffi.sizeof(how)),
             )
             if fd >= 0:
                 return fd
-            err = ctypes.get_errno()
+            err = ffi.get_errno()
             if err in (errno.EINTR, errno.EAGAIN):
                 continue  # EAGAIN: a rename raced with a ".." step; the kernel asks to retry
             if err == errno.ENOSYS or (err == errno.EPERM and not _probe_openat2()):
@@ -151,11 +152,11 @@ def _probe_openat2() -> bool:
     """Whether openat2 works at all (ENOSYS: old kernel; EPERM: a seccomp filter)."""
     how = _OpenHow(os.O_PATH | os.O_CLOEXEC, 0, 0)
     fd = _syscall(
-        ctypes.c_long(_SYS_OPENAT2),
-        ctypes.c_int(_AT_FDCWD),
-        ctypes.c_char_p(b"/"),
-        ctypes.byref(how),
-        ctypes.c_size_t(ctypes.sizeof(how)),
+        ffi.c_long(_SYS_OPENAT2),
+        ffi.c_int(_AT_FDCWD),
+        ffi.c_char_p(b"/"),
+        ffi.byref(how),
+        ffi.c_size_t(ffi.sizeof(how)),
     )
     if fd >= 0:
         os.close(fd)

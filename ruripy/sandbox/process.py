@@ -10,7 +10,6 @@ anything once a child is inside the rootfs.
 
 import _signal as sig
 import os
-import warnings  # noqa: F401 (os.execvpe imports it on first use: inside the rootfs it is gone)
 
 from ..errors import RuripyError
 from . import caps, syscalls, users
@@ -197,7 +196,7 @@ def become(cfg: dict, argv: list[str] | None, flt) -> None:
     if flt is not None:
         flt.load()
     try:
-        os.execvpe(cmd[0], cmd, env)
+        execvpe(cmd, env)
     except FileNotFoundError:
         say(f"{cmd[0]}: command not found in the container.")
         os._exit(127)
@@ -207,6 +206,23 @@ def become(cfg: dict, argv: list[str] | None, flt) -> None:
     except OSError as e:
         say(f"{cmd[0]}: cannot run it: {e.strerror}.")
         os._exit(126)
+
+
+def execvpe(cmd: list[str], env: dict) -> None:
+    """os.execvpe, searching the container's PATH from `env`, without the imports
+    os.execvpe makes on first use (nothing may be imported inside the rootfs)."""
+    if "/" in cmd[0]:
+        os.execve(cmd[0], cmd, env)
+    first_error = last_error = None
+    for folder in (env.get("PATH") or DEFAULT_PATH).split(":"):
+        try:
+            os.execve(os.path.join(folder or ".", cmd[0]), cmd, env)
+        except (FileNotFoundError, NotADirectoryError) as e:
+            last_error = e
+        except OSError as e:
+            last_error = e
+            first_error = first_error or e  # as os.execvpe: EACCES and the like win
+    raise first_error or last_error or FileNotFoundError(2, "No such file", cmd[0])
 
 
 def child_main(fn, *args, err_fd: int = -1) -> None:

@@ -9,15 +9,12 @@ writable by others) and loaded with seccomp(2) directly. Profile files are compi
 time. Standard library only.
 """
 
-from __future__ import annotations
-
-import ctypes
 import marshal
 import os
 
 from ..errors import RuripyError
 from . import caps as _caps
-from . import syscalls
+from . import ffi, syscalls
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -49,12 +46,12 @@ class Program:
     __slots__ = ("_buf", "_fprog", "_ptr", "_call", "_prctl", "description")
 
     def __init__(self, bpf: bytes, description: str) -> None:
-        class SockFprog(ctypes.Structure):
-            _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+        class SockFprog(ffi.Structure):
+            _fields_ = [("len", ffi.c_ushort), ("filter", ffi.c_void_p)]
 
-        self._buf = ctypes.create_string_buffer(bpf, len(bpf))
-        self._fprog = SockFprog(len(bpf) // 8, ctypes.addressof(self._buf))
-        self._ptr = ctypes.byref(self._fprog)
+        self._buf = ffi.create_string_buffer(bpf, len(bpf))
+        self._fprog = SockFprog(len(bpf) // 8, ffi.addressof(self._buf))
+        self._ptr = ffi.byref(self._fprog)
         self._call = syscalls.libc.syscall
         self._prctl = syscalls.prctl
         self.description = description
@@ -66,17 +63,17 @@ class Program:
         if self._call(_NR_SECCOMP, _SECCOMP_SET_MODE_FILTER, 0, self._ptr) != 0:
             raise RuripyError(
                 "the kernel refused the seccomp filter ("
-                + os.strerror(ctypes.get_errno())
+                + os.strerror(ffi.get_errno())
                 + "); run with --seccomp off if this kernel lacks seccomp support."
             )
 
 
 def prepare(
     mode: str = "default",
-    deny: Sequence[str] = (),
+    deny: "Sequence[str]" = (),
     caps: int | None = None,
     cache: str | None = None,
-) -> Program | Filter | None:
+) -> "Program | Filter | None":
     """seccomp.prepare, through the program cache file `cache` for the built-in policies."""
     mode, deny = normalise(mode, deny)
     if mode == "off" and not deny:
@@ -104,7 +101,7 @@ def prepare(
     return Program(entries[key], description(mode, deny))
 
 
-def normalise(mode: str, deny: Sequence[str]) -> tuple[str, list[str]]:
+def normalise(mode: str, deny: "Sequence[str]") -> tuple[str, list[str]]:
     """("off" for Docker's "unconfined", the --deny-syscall names without repeats)."""
     return ("off" if mode == "unconfined" else mode), list(dict.fromkeys(deny))
 

@@ -4,10 +4,11 @@ Standard library only. Every wrapper raises OSError with the call's errno on fai
 """
 
 import _signal
-import ctypes
 import os
 
-libc = ctypes.CDLL(None, use_errno=True)
+from . import ffi
+
+libc = ffi.libc
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
@@ -55,23 +56,23 @@ _NR = {
 }.get(_MACHINE, {"pivot_root": 41, "capset": 91, "capget": 90})
 
 libc.mount.argtypes = (
-    ctypes.c_char_p,
-    ctypes.c_char_p,
-    ctypes.c_char_p,
-    ctypes.c_ulong,
-    ctypes.c_char_p,
+    ffi.c_char_p,
+    ffi.c_char_p,
+    ffi.c_char_p,
+    ffi.c_ulong,
+    ffi.c_char_p,
 )
-libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
-libc.unshare.argtypes = (ctypes.c_int,)
-libc.setns.argtypes = (ctypes.c_int, ctypes.c_int)
-libc.sethostname.argtypes = (ctypes.c_char_p, ctypes.c_size_t)
-libc.prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
-libc.syscall.restype = ctypes.c_long
+libc.umount2.argtypes = (ffi.c_char_p, ffi.c_int)
+libc.unshare.argtypes = (ffi.c_int,)
+libc.setns.argtypes = (ffi.c_int, ffi.c_int)
+libc.sethostname.argtypes = (ffi.c_char_p, ffi.c_size_t)
+libc.prctl.argtypes = (ffi.c_int, ffi.c_ulong, ffi.c_ulong, ffi.c_ulong, ffi.c_ulong)
+libc.syscall.restype = ffi.c_long
 
 
 def _check(ret: int, what: str = "", path: str | None = None) -> int:
     if ret < 0:
-        e = ctypes.get_errno()
+        e = ffi.get_errno()
         if path is not None:
             raise OSError(e, f"{what}: {os.strerror(e)}", path)
         raise OSError(e, f"{what}: {os.strerror(e)}")
@@ -119,15 +120,15 @@ def prctl(option: int, a2: int = 0, a3: int = 0, a4: int = 0, a5: int = 0) -> in
     return _check(libc.prctl(option, a2, a3, a4, a5), "prctl")
 
 
-class _CapHeader(ctypes.Structure):
-    _fields_ = (("version", ctypes.c_uint32), ("pid", ctypes.c_int))
+class _CapHeader(ffi.Structure):
+    _fields_ = (("version", ffi.c_uint32), ("pid", ffi.c_int))
 
 
-class _CapData(ctypes.Structure):
+class _CapData(ffi.Structure):
     _fields_ = (
-        ("effective", ctypes.c_uint32),
-        ("permitted", ctypes.c_uint32),
-        ("inheritable", ctypes.c_uint32),
+        ("effective", ffi.c_uint32),
+        ("permitted", ffi.c_uint32),
+        ("inheritable", ffi.c_uint32),
     )
 
 
@@ -139,15 +140,15 @@ def capset(effective: int, permitted: int, inheritable: int = 0) -> None:
         data[i].effective = (effective >> shift) & 0xFFFFFFFF
         data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
         data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
-    _check(libc.syscall(_NR["capset"], ctypes.byref(hdr), data), "capset")
+    _check(libc.syscall(_NR["capset"], ffi.byref(hdr), data), "capset")
 
 
-class _MountAttr(ctypes.Structure):
+class _MountAttr(ffi.Structure):
     _fields_ = (
-        ("attr_set", ctypes.c_uint64),
-        ("attr_clr", ctypes.c_uint64),
-        ("propagation", ctypes.c_uint64),
-        ("userns_fd", ctypes.c_uint64),
+        ("attr_set", ffi.c_uint64),
+        ("attr_clr", ffi.c_uint64),
+        ("propagation", ffi.c_uint64),
+        ("userns_fd", ffi.c_uint64),
     )
 
 
@@ -165,12 +166,12 @@ def mount_setattr(fd: int, attr_set: int, recursive: bool = False) -> None:
     attr = _MountAttr(attr_set, 0, 0, 0)
     flags = AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
     _check(
-        libc.syscall(_NR_MOUNT_SETATTR, fd, b"", flags, ctypes.byref(attr), ctypes.sizeof(attr)),
+        libc.syscall(_NR_MOUNT_SETATTR, fd, b"", flags, ffi.byref(attr), ffi.sizeof(attr)),
         "mount_setattr",
     )
 
 
-_statfs_buf = ctypes.create_string_buffer(256)
+_statfs_buf = ffi.create_string_buffer(256)
 PROC_SUPER_MAGIC = 0x9FA0
 SYSFS_MAGIC = 0x62656572
 TMPFS_MAGIC = 0x01021994
@@ -179,17 +180,17 @@ TMPFS_MAGIC = 0x01021994
 def fstatfs_type(fd: int) -> int:
     """The filesystem magic number of the file `fd` refers to."""
     _check(libc.fstatfs(fd, _statfs_buf), "fstatfs")
-    return ctypes.c_long.from_buffer(_statfs_buf).value
+    return ffi.c_long.from_buffer(_statfs_buf).value
 
 
 def loopback_up() -> None:
     """Bring `lo` up in a new network namespace (two ioctls; no socket module import)."""
     fd = _check(libc.socket(2, 2, 0), "socket")  # AF_INET, SOCK_DGRAM
     try:
-        ifr = ctypes.create_string_buffer(40)
+        ifr = ffi.create_string_buffer(40)
         ifr.raw = b"lo".ljust(40, b"\0")
         _check(libc.ioctl(fd, 0x8913, ifr), "SIOCGIFFLAGS lo")
-        flags = ctypes.c_short.from_buffer(ifr, 16)
+        flags = ffi.c_short.from_buffer(ifr, 16)
         flags.value |= 0x1 | 0x40  # IFF_UP | IFF_RUNNING
         _check(libc.ioctl(fd, 0x8914, ifr), "SIOCSIFFLAGS lo")
     finally:
