@@ -13,6 +13,7 @@ Standard library only.
 """
 
 import _signal as sig
+import fcntl
 import os
 
 from ..errors import RuripyError
@@ -147,19 +148,25 @@ def start(cfg: dict, argv: list[str] | None, on_ready) -> int:
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
     info_r, info_w = os.pipe2(os.O_CLOEXEC)
     tty_parent = process.tty_socket(cfg)
+    status_r = -1
     if not cfg.get("detach"):
         process.block_signals()
+        status_r, cfg["status_fd"] = _status_pipe()
     c1 = os.fork()
     if c1 == 0:
         os.close(ready_r)
         os.close(go_w)
         os.close(info_r)
+        if status_r >= 0:
+            os.close(status_r)
         for fd in cfg.get("close_fds", ()):
             os.close(fd)
         process.child_main(_c1, cfg, argv, idmap, ready_w, go_r, info_w, flt, host, err_fd=info_w)
     os.close(ready_w)
     os.close(go_r)
     os.close(info_w)
+    if status_r >= 0:
+        os.close(cfg["status_fd"])  # C1 holds the only write end (pid 1 closes its copy)
     host.close()
     if tty_parent is not None:
         os.close(cfg["tty_sock"])
@@ -179,6 +186,8 @@ def start(cfg: dict, argv: list[str] | None, on_ready) -> int:
         except ProcessLookupError:
             pass
         os.waitpid(c1, 0)
+        if status_r >= 0:
+            os.close(status_r)
         raise
     finally:
         os.close(ready_r)
@@ -189,6 +198,8 @@ def start(cfg: dict, argv: list[str] | None, on_ready) -> int:
     errors = [p[1:] for p in parts if p.startswith("E")]
     started = [p[1:] for p in parts if p.startswith("P")]
     if errors or not started or "R" not in parts:
+        if status_r >= 0:
+            os.close(status_r)
         os.waitpid(c1, 0)
         if not cfg.get("detach"):
             sig.pthread_sigmask(sig.SIG_UNBLOCK, process.WAITED)
@@ -236,10 +247,23 @@ def start(cfg: dict, argv: list[str] | None, on_ready) -> int:
     try:
         if tty_parent is not None:
             return process.relay(tty_parent, c1, forward)
-        return process.wait_forwarding(c1, forward)
+        return process.wait_forwarding(c1, forward, status_r)
     finally:
         if pidfd >= 0:
             os.close(pidfd)
+        if status_r >= 0:
+            os.close(status_r)
+
+
+def _status_pipe() -> tuple[int, int]:
+    """(read end for P, write end for C1) of the pipe C1 writes the command's status on
+    once pid 1 has ended. P hears of it by SIGIO (blocked here, taken with sigwaitinfo)
+    and answers at once, while C1's exit still tears the container's mounts down."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    fcntl.fcntl(r, fcntl.F_SETOWN, os.getpid())
+    fcntl.fcntl(r, fcntl.F_SETFL, os.O_NONBLOCK | os.O_ASYNC)
+    sig.pthread_sigmask(sig.SIG_BLOCK, (process.SIGIO,))
+    return r, w
 
 
 def _c1(cfg, argv, idmap, ready_w, go_r, info_w, flt, host) -> None:
@@ -296,4 +320,11 @@ def _c1(cfg, argv, idmap, ready_w, go_r, info_w, flt, host) -> None:
             break
         except InterruptedError:
             continue
-    os._exit(process.status_code(status))
+    # Every process of the container has ended with pid 1 (the kernel saw to it); tell
+    # the caller now: this process's exit still has to tear the mounts down.
+    code = process.status_code(status)
+    try:
+        os.write(cfg["status_fd"], bytes((code,)))
+    except (KeyError, OSError):
+        pass
+    os._exit(code)

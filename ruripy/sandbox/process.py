@@ -17,6 +17,7 @@ from . import caps, syscalls, users
 # Signals P and pid 1 take over and pass on (runtime.md 6.3); job-control ones stay default.
 FORWARDED = (1, 2, 3, 10, 12, 14, 15, 28)  # HUP INT QUIT USR1 USR2 ALRM TERM WINCH
 WAITED = (17, *FORWARDED)  # plus CHLD
+SIGIO = 29  # a pipe with O_ASYNC has data (wait_forwarding's status pipe)
 SI_USER_CODES = (0, -1, -6)  # SI_USER, SI_QUEUE, SI_TKILL: sent with kill(), not the terminal
 NS_NAMES = ("user", "mnt", "pid", "uts", "ipc", "net")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -279,15 +280,28 @@ def relay(sock, child: int, forward) -> int:
     return terminal.relay(master, child, forward)
 
 
-def wait_forwarding(child: int, forward) -> int:
+def wait_forwarding(child: int, forward, status_fd: int = -1) -> int:
     """Wait for `child`, passing kill()-sent signals on with `forward(signo)`.
 
     Terminal-generated signals reach the command directly when it shares the terminal;
     when it does not (stdin is not a terminal: it runs in its own session), pass them too.
+    `status_fd`: a pipe (O_ASYNC, O_NONBLOCK, owned by this process, SIGIO blocked) on
+    which `child` writes the command's status as one byte before it exits: the answer
+    comes without waiting for the kernel to tear the container's mounts down.
     """
     shared = os.isatty(0)
+    waited = WAITED + ((SIGIO,) if status_fd >= 0 else ())
     while True:
-        info = sig.sigwaitinfo(WAITED)
+        info = sig.sigwaitinfo(waited)
+        if info.si_signo == SIGIO:
+            try:
+                got = os.read(status_fd, 1)
+            except BlockingIOError:
+                continue
+            if got:
+                return got[0]
+            waited = WAITED  # the child ended without a word (killed): its exit tells
+            continue
         if info.si_signo == 17:
             pid, status = os.waitpid(child, os.WNOHANG)
             if pid == child:
