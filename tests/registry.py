@@ -10,6 +10,8 @@ Everything binds loopback (127.0.0.1, and 127.0.0.2 for the redirect target). Pi
   on `private/*`; the Basic user `alice:secret` gets everything.
 - `StaticServer`: serves a folder with Range support and records the request headers (the
   redirect target, to prove that no Authorization header followed a redirect).
+- `HoldingProxy`: forwards to a registry and holds chosen blobs back until released (layers
+  that arrive late or out of order).
 - `ImageBuilder`: OCI layouts built with umoci (layers with whiteouts and opaque folders),
   indexes written by hand, pushed with `skopeo copy`; images pushed by hand (zstd, plain
   tar, broken layers) through the registry API.
@@ -502,6 +504,94 @@ class _ProxyHandler(_QuietHandler):
             self.connection.shutdown(2)
             return
         self.wfile.write(body)
+
+    do_HEAD = do_GET
+
+
+class HoldingProxy(_Server):
+    """Forwards to a registry, but holds back the answer for chosen blobs until released.
+
+    `hold(digest)` keeps the next GET of that blob waiting (two minutes at most) until
+    `release(digest)` (or `release()` for all); `hold(digest, after=N)` sends the headers
+    and the first N bytes before it waits. `events` lists (what, digest, time, Range
+    header) per blob request: "start" when it arrives, "end" once the whole answer was
+    sent. Each request is forwarded on its own connection, so held and free blobs travel
+    at the same time.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.held: dict[str, list] = {}  # digest -> [event, after, taken by a request]
+        self.events: list[tuple[str, str, float, str | None]] = []
+        self.lock = threading.Lock()
+        super().__init__(partial(_HoldingHandler, self))
+        self.host = f"127.0.0.1:{self.port}"
+
+    def hold(self, digest: str, after: int = 0) -> None:
+        self.held[digest] = [threading.Event(), after, False]
+
+    def release(self, digest: str | None = None) -> None:
+        for d, (ev, _, _) in list(self.held.items()):
+            if digest is None or d == digest:
+                ev.set()
+
+    def record(self, what: str, digest: str, rng: str | None = None) -> None:
+        with self.lock:
+            self.events.append((what, digest, time.monotonic(), rng))
+
+    def when(self, what: str, digest: str) -> float | None:
+        """When the first request for `digest` started or ended (None: not yet)."""
+        with self.lock:
+            return next((t for w, d, t, _ in self.events if w == what and d == digest), None)
+
+    def stop(self) -> None:
+        self.release()
+        super().stop()
+
+
+class _HoldingHandler(_QuietHandler):
+    def __init__(self, server_obj: HoldingProxy, *args, **kw) -> None:
+        self.proxy = server_obj
+        super().__init__(*args, **kw)
+
+    def do_GET(self) -> None:
+        px = self.proxy
+        digest = self.path.rsplit("/", 1)[-1] if "/blobs/" in self.path else None
+        hold, after = None, 0
+        if digest:
+            px.record("start", digest, self.headers.get("Range"))
+            with px.lock:
+                entry = px.held.get(digest)
+                if self.command == "GET" and entry and not entry[2]:
+                    entry[2] = True  # only the first request is held
+                    hold, after = entry[0], entry[1]
+        if hold is not None and not after:
+            hold.wait(120)
+        headers = {k: self.headers[k] for k in _PASS_UP if self.headers.get(k)}
+        r = requests.request(
+            self.command, px.upstream + self.path, headers=headers, allow_redirects=False
+        )
+        body = r.content
+        self.send_response(r.status_code)
+        for k in _PASS_DOWN:
+            if r.headers.get(k):
+                self.send_header(k, r.headers[k])
+        self.send_header("Content-Length", r.headers.get("Content-Length", str(len(body))))
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        try:
+            if hold is not None and after:
+                self.wfile.write(body[:after])
+                self.wfile.flush()
+                hold.wait(120)
+                body = body[after:]
+            self.wfile.write(body)
+            self.wfile.flush()
+        except OSError:
+            return  # the client went away
+        if digest:
+            px.record("end", digest)
 
     do_HEAD = do_GET
 

@@ -19,7 +19,7 @@ import zstandard
 
 from ruripy.errors import RuripyError
 from ruripy.images import archive
-from ruripy.images.extract import extract
+from ruripy.images.extract import Trash, extract
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the extractor tests run as root")
 
@@ -466,6 +466,51 @@ def test_opaque_through_symlinked_parent(tmp_path):
         [m("var/run/mine", data=b"m"), m("run/.wh..wh..opq", data=b"")],
     )
     assert os.listdir(tmp_path / "run") == ["mine"]
+
+
+def test_trash_gives_the_same_tree(tmp_path):
+    """What layers remove can go through a Trash (moved aside, deleted by threads while the
+    extraction goes on): the tree is the same, and the trash folder is gone after."""
+    lower = [
+        m("etc/", "dir"),
+        m("etc/a", data=b"a"),
+        m("etc/keep", data=b"k"),
+        m("big/", "dir"),
+        *[m(f"big/s{i}/", "dir") for i in range(20)],
+        *[m(f"big/s{i}/f{j}", data=b"%d" % j) for i in range(20) for j in range(30)],
+        m("ro/", "dir", mode=0o555),
+        m("ro/f", data=b"r", mode=0o444),
+        m("todir", "sym", link="/etc"),
+        m("tofile/", "dir"),
+        m("tofile/x", data=b"x"),
+        m("opq/", "dir"),
+        m("opq/old/", "dir"),
+        m("opq/old/y", data=b"y"),
+        m("same", data=b"old"),
+    ]
+    upper = [
+        m("etc/.wh.a", data=b""),
+        m(".wh.big", data=b""),
+        m(".wh.ro", data=b""),
+        m("todir/", "dir"),
+        m("todir/z", data=b"z"),
+        m("tofile", data=b"now a file"),
+        m("opq/.wh..wh..opq", data=b""),
+        m("opq/new", data=b"n"),
+        m("same", data=b"new"),
+    ]
+    plain, trashed = tmp_path / "plain", tmp_path / "trashed"
+    layers(plain, lower, upper)
+    with Trash(f"{trashed}.trash") as trash:
+        for members in (lower, upper):
+            unpack(trashed, members, whiteouts=True, trash=trash)
+
+    def without_folder_times(t):  # a removal sets its folder's mtime to "now"
+        return {k: v[:4] + (None if v[0] == "dir" else v[4],) + v[5:] for k, v in t.items()}
+
+    assert without_folder_times(tree(trashed)) == without_folder_times(tree(plain))
+    assert sorted(os.listdir(trashed)) == ["etc", "opq", "same", "todir", "tofile"]
+    assert sorted(os.listdir(tmp_path)) == ["plain", "trashed"]
 
 
 @pytest.mark.parametrize("marker", [".wh.", ".wh..", ".wh..."])

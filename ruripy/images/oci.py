@@ -1044,9 +1044,10 @@ class LayerDownloads:
                     if not announcer.notify(i):
                         return
         finally:
-            self.cancel.set()
+            self.cancel.set()  # a thread stops at its next chunk; a stalled one is not waited for
+            deadline = time.monotonic() + 5
             for t in threads:
-                t.join(timeout=30)
+                t.join(timeout=max(0.0, deadline - time.monotonic()))
             self.bar.close()
 
     def _worker(self, pending: list[dict], results: queue.Queue) -> None:

@@ -15,7 +15,7 @@ import tarfile
 import pytest
 
 from ruripy.errors import RuripyError
-from ruripy.images.extract import extract
+from ruripy.images.extract import Trash, extract
 from ruripy.sandbox import inroot
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the extractor tests run as root")
@@ -332,6 +332,51 @@ def test_P0_X6_symlink_from_an_earlier_archive_replaced(env):
     assert stat.S_ISDIR(os.lstat(env.root / "etc/x").st_mode)
     assert stat.S_ISFIFO(os.lstat(env.root / "etc/y").st_mode)
     env.unchanged()
+
+
+def test_P0_X6_removals_through_the_trash_never_follow_links(env):
+    """Whiteouts, opaque folders and replaced entries moved to a Trash and deleted there:
+    links to host files and folders are removed themselves, never followed."""
+    victim = str(env.outside / "victimfile")
+    host = env.tmp / "host"  # a host folder with content, for links to point at
+    (host / "sub").mkdir(parents=True)
+    (host / "keep").write_text("k")
+    (host / "sub" / "keep").write_text("k")
+    lower = [
+        m("abs", "sym", link=str(host)),
+        m("rel", "sym", link="../host"),
+        m("d/", "dir"),
+        m("d/in", "sym", link=victim),
+        m("d/up", "sym", link="../../host/sub"),
+        m("d/sub/", "dir"),
+        m("d/sub/f", data=b"f"),
+        m("o/", "dir"),
+        m("o/l", "sym", link=str(host)),
+        m("o/s", "sym", link=str(host / "sub")),
+        m("f", "sym", link=victim),
+    ]
+    upper = [
+        m(".wh.abs", data=b""),
+        m(".wh.rel", data=b""),
+        m("d", data=b"now a file"),
+        m("o/.wh..wh..opq", data=b""),
+        m("f", data=b"replaced"),
+        m(".wh.hl", data=b""),
+    ]
+    with Trash(f"{env.root}.trash") as trash:
+        unpack(env.root, lower, whiteouts=True, trash=trash)
+        os.link(env.outside / "victimfile", env.root / "hl")  # planted outside the tool
+        unpack(env.root, upper, whiteouts=True, trash=trash)
+    assert sorted(os.listdir(env.root)) == ["d", "f", "o"]
+    assert (env.root / "d").read_bytes() == b"now a file"
+    assert (env.root / "f").read_bytes() == b"replaced"
+    assert os.listdir(env.root / "o") == []
+    assert sorted(str(p.relative_to(host)) for p in host.rglob("*")) == ["keep", "sub", "sub/keep"]
+    host.joinpath("sub", "keep").unlink()
+    host.joinpath("sub").rmdir()
+    host.joinpath("keep").unlink()
+    host.rmdir()
+    env.unchanged()  # also: the victim's link count is 1 again, and no trash folder is left
 
 
 def test_P0_X6_hardlink_planted_in_rootfs_replaced(env):
