@@ -65,9 +65,23 @@ def test_background_processes_end_with_the_command(pbox):
     """Like pid 1 in a namespace: the session ends when the command does, and proot's
     'last process to exit' status does not replace the command's."""
     t = time.monotonic()
-    r = pbox("run", "box", "sh", "-c", "(sleep 30; exit 0) & exit 4")
+    r = pbox("run", "box", "sh", "-c", "(sleep 31; exit 0) & exit 4")
     assert r.returncode == 4
     assert time.monotonic() - t < 15
+    # ... and nothing of it is left (no stopped subshell reparented to the host's init).
+    assert _processes_with(b"sleep 31") == []
+
+
+def _processes_with(marker: bytes) -> list[int]:
+    found = []
+    for e in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{e}/cmdline", "rb") as f:
+                if e.isdigit() and marker in f.read():
+                    found.append(int(e))
+        except OSError:
+            pass
+    return found
 
 
 def test_missing_command_127(pbox):

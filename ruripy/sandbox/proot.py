@@ -408,6 +408,26 @@ def tracees(pid: int) -> list[int]:
     return out
 
 
+def _end_orphans() -> None:
+    """Kill and reap what the ended session left behind with us (its subreaper)."""
+    me = os.getpid()
+    for _ in range(100):
+        left = descendants(me)
+        if not left:
+            return
+        for p in left:
+            try:
+                os.kill(p, 9)
+            except ProcessLookupError:
+                pass
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                pass
+        except ChildProcessError:
+            pass
+        sig.sigtimedwait((17,), 0.02)
+
+
 def _signal_all(pid: int, signo: int) -> None:
     for p in set(descendants(pid)) | set(tracees(pid)):
         try:
@@ -460,6 +480,9 @@ def run(cfg: dict, argv: list[str] | None, on_ready, environment, attach=None) -
     ex_r, ex_w = os.pipe2(os.O_CLOEXEC)  # closed by the child's execve
     waited = (*WAITED, 29)  # + SIGIO: the status pipe has data
     sig.pthread_sigmask(sig.SIG_BLOCK, waited)
+    # What the session orphans comes to us, not to the host's init: once proot has gone,
+    # a process forked in the last moment is neither its child nor its tracee any more.
+    syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
     pid = os.fork()
     if pid == 0:
         code = 125
@@ -582,6 +605,7 @@ def run(cfg: dict, argv: list[str] | None, on_ready, environment, attach=None) -
             if info.si_code in SI_USER_CODES or not shared:
                 forward(info.si_signo)
     finally:
+        _end_orphans()
         os.close(st_r)  # no more SIGIO; take the ones already pending before unblocking
         while sig.sigtimedwait((29,), 0) is not None:
             pass
