@@ -19,7 +19,6 @@ import os
 import re
 import select
 import stat
-import struct
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -414,36 +413,6 @@ def _feed_while_fetching(feed: Callable, fetch: Callable, rootfs: str) -> dict:
     return call.wait()
 
 
-FS_IOC_GETFLAGS = 0x80086601
-FS_IOC_SETFLAGS = 0x40086602
-FS_TOPDIR_FL = 0x00020000
-
-
-def spread_hint(path: str) -> None:
-    """Mark a new rootfs folder as the top of a directory hierarchy (`chattr +T`).
-
-    ext2/3/4 then place its sub-folders, and with them their files, in block groups with
-    room of their own (the Orlov allocator) instead of beside the staging folder. Where
-    many files were deleted recently (a busy /home or /tmp) creating files there is far
-    cheaper: an ext4 without a journal skips recently freed inodes one by one. Other file
-    systems refuse the flag; that is fine, it is only a hint.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        buf = bytearray(8)
-        fcntl.ioctl(fd, FS_IOC_GETFLAGS, buf, True)
-        flags = struct.unpack_from("i", buf)[0]
-        if not flags & FS_TOPDIR_FL:
-            fcntl.ioctl(fd, FS_IOC_SETFLAGS, struct.pack("i", flags | FS_TOPDIR_FL) + bytes(4))
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _write_all(fd: int, data) -> None:
     view = memoryview(data)
     while view:
@@ -695,7 +664,6 @@ def install_image(
     try:
         rootfs = os.path.join(staging, "rootfs")
         os.mkdir(rootfs, 0o755)
-        spread_hint(rootfs)
         if callable(feed) and fetch is not None:
             stats = _feed_while_fetching(feed, fetch, rootfs)
         elif callable(feed):
