@@ -255,16 +255,24 @@ def test_P0_N4_a_killed_lock_holder_releases_the_lock(sbox):
     holder = subprocess.Popen(
         argv[: py + 1] + ["-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
+    waiting = None
     try:
         assert holder.stdout.readline() == "locked\n", holder.stderr.read()
+        waiting = sbox.runner.popen(
+            "run", "box", "true", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         with pytest.raises(subprocess.TimeoutExpired):
-            sbox.runner("run", "box", "true", timeout=1.5)
+            waiting.wait(timeout=1.5)  # blocked on the lock
         os.kill(holder_pid(holder), 9)
+        _, err = waiting.communicate(timeout=30)  # the lock is free: it goes on by itself
+        assert waiting.returncode == 0, err
         r = sbox.run("true", timeout=30)
         assert r.returncode == 0, r.stderr
     finally:
-        holder.kill()
-        holder.wait()
+        for p in (holder, waiting):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
 
 
 def holder_pid(p: subprocess.Popen) -> int:
