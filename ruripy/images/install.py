@@ -399,18 +399,24 @@ def _feed_while_fetching(feed: Callable, fetch: Callable, rootfs: str) -> dict:
     try:
         fetch(Announcer(w))
     except BaseException:
-        call.kill()
-        os.close(w)
+        _abandon(call, w)
         w = -1
-        try:
-            call.wait()
-        except RuripyError:
-            pass
         raise
     finally:
         if w >= 0:
             os.close(w)
     return call.wait()
+
+
+def _abandon(call: UsernsCall, w: int) -> None:
+    """The feeding side failed: stop the extracting child, close its pipe and reap it. Its
+    own error (DiskFull too) says no more than the one being raised here."""
+    call.kill()
+    os.close(w)
+    try:
+        call.wait()
+    except RuripyError:
+        pass
 
 
 def _write_all(fd: int, data) -> None:
@@ -534,13 +540,8 @@ def _stream_layer(
         if failure is not None:
             raise failure
     except BaseException:
-        call.kill()
-        os.close(w)
+        _abandon(call, w)
         w = -1
-        try:
-            call.wait()
-        except RuripyError:  # DiskFull too: the error raised here says the same
-            pass
         raise
     finally:
         if w >= 0:

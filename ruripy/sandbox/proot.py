@@ -36,11 +36,9 @@ import os
 import stat
 
 from ..errors import RuripyError
-from . import inroot, syscalls, users
+from . import inroot, process, syscalls, users
+from .process import SI_USER_CODES, SIGIO, WAITED
 
-FORWARDED = (1, 2, 3, 10, 12, 14, 15, 28)
-WAITED = (17, *FORWARDED)
-SI_USER_CODES = (0, -1, -6)
 _FEATURES = ("--link2symlink", "--kill-on-exit")
 STATUS_FD = 3
 # proot reports the exit status of the last process that exited normally, and 255 when
@@ -436,12 +434,6 @@ def _signal_all(pid: int, signo: int) -> None:
             pass
 
 
-def _status_code(status: int) -> int:
-    if os.WIFSIGNALED(status):
-        return 128 + os.WTERMSIG(status)
-    return os.WEXITSTATUS(status)
-
-
 def _read_status(fd: int) -> int | None:
     try:
         data = os.read(fd, 64)
@@ -478,7 +470,7 @@ def run(cfg: dict, argv: list[str] | None, on_ready, environment, attach=None) -
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
     st_r, st_w = os.pipe2(os.O_CLOEXEC)
     ex_r, ex_w = os.pipe2(os.O_CLOEXEC)  # closed by the child's execve
-    waited = (*WAITED, 29)  # + SIGIO: the status pipe has data
+    waited = (*WAITED, SIGIO)  # the status pipe has data
     sig.pthread_sigmask(sig.SIG_BLOCK, waited)
     # What the session orphans comes to us, not to the host's init: once proot has gone,
     # a process forked in the last moment is neither its child nor its tracee any more.
@@ -594,9 +586,9 @@ def run(cfg: dict, argv: list[str] | None, on_ready, environment, attach=None) -
                         reported = _read_status(st_r)
                     if reported is not None and reported >= 0:
                         return reported
-                    return _status_code(status)
+                    return process.status_code(status)
                 continue
-            if info.si_signo == 29:
+            if info.si_signo == SIGIO:
                 if reported is None:
                     reported = _read_status(st_r)
                     if reported is not None and reported >= 0:
@@ -607,7 +599,7 @@ def run(cfg: dict, argv: list[str] | None, on_ready, environment, attach=None) -
     finally:
         _end_orphans()
         os.close(st_r)  # no more SIGIO; take the ones already pending before unblocking
-        while sig.sigtimedwait((29,), 0) is not None:
+        while sig.sigtimedwait((SIGIO,), 0) is not None:
             pass
         sig.pthread_sigmask(sig.SIG_UNBLOCK, waited)
 
