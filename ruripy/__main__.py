@@ -143,8 +143,8 @@ def fast(command: str, args: list[str]) -> int:
 
         return lifecycle.run(name, overrides, argv)
     except RuripyError as e:
-        if os.environ.get("RURIPY_DEBUG") == "1":
-            import traceback
+        if os.environ.get("RURIPY_DEBUG") == "1" and sys.meta_path is not None:
+            import traceback  # not once inside a container (process.seal_imports)
 
             traceback.print_exc()
         _fail(str(e), e.status)

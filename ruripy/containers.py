@@ -83,7 +83,9 @@ def _warn(message: str) -> None:
 
 def ruri_profile(path: str) -> dict:
     """The profile a ruri config file (`ruri -D`) describes; warns about what is not kept."""
-    prof, notes = profile.from_ruri_config(path)
+    from . import ruri_config
+
+    prof, notes = ruri_config.to_profile(path)
     for note in notes:
         _warn(f"{path}: {note}")
     return prof

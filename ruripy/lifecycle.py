@@ -10,7 +10,7 @@ import time
 
 from . import options, profile, running
 from .errors import RuripyError
-from .sandbox import binfmt, caps, cgroups, join, launch, process, proot
+from .sandbox import binfmt, caps, idmap, join, launch, process
 from .store import Store, check_name, write_record
 
 
@@ -22,7 +22,7 @@ def backend_of(prof: dict, store: Store | None = None) -> str:
     if wanted == "auto":
         if root:
             return "privileged"
-        return "proot" if proot.userns_blocked((store or Store()).path("cache")) else "rootless"
+        return "proot" if idmap.userns_blocked((store or Store()).path("cache")) else "rootless"
     if wanted == "privileged" and not root:
         raise RuripyError(
             "backend privileged needs root; run ruripy with sudo, or use --backend rootless."
@@ -39,8 +39,16 @@ def _host_support(store: Store, cfg: dict, prof: dict) -> None:
     (a cgroup plan, made just before the start): checked here, on the host side."""
     roots = [cfg["upper"], cfg["lower"]] if cfg.get("lower") else [cfg["rootfs"]]
     cfg.update(binfmt.plan(prof.get("arch"), roots, cfg["backend"]))
-    cfg["cgroups"] = cgroups.prepare(cfg["name"], prof)
+    limited = any(prof.get(k) is not None for k in options.LIMIT_KEYS)
+    cfg["cgroups"] = _cgroups().prepare(cfg["name"], prof) if limited else None
     cfg["cache_dir"] = store.path("cache")
+
+
+def _cgroups():
+    """The resource-limit module, loaded only for containers that have limits (host side)."""
+    from .sandbox import cgroups
+
+    return cgroups
 
 
 def launch_plan(store: Store, name: str, info: dict, prof: dict) -> dict:
@@ -72,7 +80,10 @@ def launch_plan(store: Store, name: str, info: dict, prof: dict) -> dict:
 def _launch(cfg: dict, argv: list[str] | None, ready) -> int:
     """Start with the plan's backend. The container's cgroups live while it runs (for a
     detached start, until stop)."""
-    cgroups.create(cfg.get("cgroups"))
+    plan = cfg.get("cgroups")
+    cgroups = _cgroups() if plan else None
+    if plan:
+        cgroups.create(plan)
     detached = False
 
     def on_ready(state: dict) -> None:
@@ -81,14 +92,19 @@ def _launch(cfg: dict, argv: list[str] | None, ready) -> int:
 
     try:
         if cfg["backend"] == "proot":
-            attach = lambda pid: cgroups.attach(cfg.get("cgroups"), pid)  # noqa: E731
+            from .sandbox import proot  # host side, before anything starts
+
+            def attach(pid: int) -> None:
+                if plan:
+                    cgroups.attach(plan, pid)
+
             return proot.run(cfg, argv, on_ready, process.environment, attach)
         status = launch.start(cfg, argv, on_ready)
         detached = bool(cfg.get("detach"))
         return status
     finally:
-        if not detached:
-            cgroups.remove(cfg.get("cgroups"))
+        if plan and not detached:
+            cgroups.remove(plan)
 
 
 def _userns_fallback(store: Store, prof: dict, cfg: dict) -> bool:
@@ -97,9 +113,11 @@ def _userns_fallback(store: Store, prof: dict, cfg: dict) -> bool:
     to proot)."""
     if cfg["backend"] != "rootless" or (prof.get("backend") or "auto") != "auto":
         return False
+    from .sandbox import proot
+
     if proot.find_proot() is None:
         return False
-    return proot.note_userns_blocked(store.path("cache"))
+    return idmap.note_userns_blocked(store.path("cache"))
 
 
 def is_proot(store: Store, name: str) -> bool:
@@ -138,18 +156,27 @@ def run(name: str, overrides: dict, argv: list[str] | None) -> int:
     store = Store().ensure()
     info, prof = _load(store, name)
     prof = options.merge(prof, overrides)
-    lock = store.lock(name).__enter__()
-    try:
-        store.container_info(name)  # still there (an rm may have held the lock)
-        found = running.find(store, name, locked=True)
-        if found:
+    while True:
+        lock = store.lock(name).__enter__()
+        try:
+            store.container_info(name)  # still there (an rm may have held the lock)
+            found = running.find(store, name, locked=True)
+        except BaseException:
             lock.__exit__()
-            state, pidfd = found
-            if state.get("backend") == "proot":
-                os.close(pidfd)
-                return proot_session(store, name, overrides, argv)
-            cfg = running.exec_cfg(store, state, overrides)
+            raise
+        if not found:
+            break
+        lock.__exit__()
+        state, pidfd = found
+        if state.get("backend") == "proot":
+            os.close(pidfd)
+            return proot_session(store, name, overrides, argv)
+        cfg = running.exec_cfg(store, state, overrides)
+        try:
             return join.join(state, pidfd, cfg, _command(prof, argv))
+        except join.Gone:
+            continue  # it stopped between the check and the join: nothing joined, start it
+    try:
         cfg = launch_plan(store, name, info, prof)
         cfg["close_fds"] = (lock.fd,)
         started = {}
@@ -222,9 +249,15 @@ def stop_locked(store: Store, name: str, timeout: float) -> bool:
         return False
     state, pidfd = found
     try:
-        (proot.stop if state.get("backend") == "proot" else join.stop)(state, pidfd, timeout)
+        if state.get("backend") == "proot":
+            from .sandbox import proot
+
+            proot.stop(state, pidfd, timeout)
+        else:
+            join.stop(state, pidfd, timeout)
     finally:
         os.close(pidfd)
     running.drop_state(store, name, state["pid"])
-    cgroups.remove(state.get("cgroups"))
+    if state.get("cgroups"):
+        _cgroups().remove(state["cgroups"])
     return True

@@ -490,6 +490,7 @@ for _o in OPTIONS:
 del _o, _flag
 CLI_OPTIONS: tuple = tuple(o for o in OPTIONS if o.long)
 EXEC_OPTION_KEYS = ("user", "workdir", "env", "tty")
+LIMIT_KEYS = ("memory", "cpus", "pids_limit")  # resource limits: sandbox/cgroups.py applies them
 # Lists that `merge` appends to (env merges by variable; other lists are replaced).
 _APPEND = frozenset(("bind", "cap_add", "cap_drop", "deny_syscall"))
 

@@ -65,6 +65,58 @@ def test_start_detaches_and_run_joins_the_running_container(obox):
     assert "not running" in p.stderr
 
 
+def _paused_before_join(r, command: str, *args: str) -> tuple[subprocess.Popen, int]:
+    """`ruripy COMMAND box ARGS` stopped by its test hook just before it joins the
+    container (after every check passed); (the process, its pid to SIGCONT)."""
+    p = r.popen(
+        command, "box", *args,
+        env={"RURIPY_TEST_PAUSE": "join"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    line = p.stderr.readline()
+    assert line.startswith("ruripy-test-pause join pid="), line
+    return p, int(line.split("pid=")[1])
+
+
+def _resume(p: subprocess.Popen, pid: int) -> None:
+    """SIGCONT the paused ruripy, and runuser above it (which stops itself with its child)."""
+    for who in {p.pid, pid}:
+        os.kill(who, signal.SIGCONT)
+
+
+def test_run_that_finds_its_container_stopped_as_it_joins_starts_it_afresh(obox):
+    r = obox
+    ok(r("start", "box"))
+    init = _started(r)["pid"]
+    p, pid = _paused_before_join(r, "run", "sh", "-c", "echo fresh; cat /proc/1/cmdline")
+    try:
+        ok(r("stop", "box"))  # the init is gone between run's check and its join
+        assert wait_for(lambda: not pid_alive(init))
+    finally:
+        _resume(p, pid)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    lines = out.split("\n", 1)
+    assert lines[0] == "fresh"
+    assert "start" not in lines[1] and "run" in lines[1]  # pid 1 of a new, attached run
+    assert ps(r) == {}
+
+
+def test_exec_that_finds_its_container_stopped_as_it_joins_says_not_running(obox):
+    r = obox
+    ok(r("start", "box"))
+    init = _started(r)["pid"]
+    p, pid = _paused_before_join(r, "exec", "echo", "joined")
+    try:
+        ok(r("stop", "box"))
+        assert wait_for(lambda: not pid_alive(init))
+    finally:
+        _resume(p, pid)
+    out, err = p.communicate(timeout=60)
+    assert (p.returncode, out) == (125, ""), err
+    assert err.strip() == "ruripy: the container is not running (its init has exited).", err
+
+
 def _run_bg(r, *args):
     return r.popen(*args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

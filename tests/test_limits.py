@@ -247,3 +247,12 @@ def test_v2_plan_next_to_the_callers_cgroup(tmp_path, monkeypatch):
     with pytest.raises(Exception, match="--memory needs a cgroup the caller may write; the "
                        "memory controller is not available"):  # fmt: skip
         cgroups.prepare("box", {"memory": 1 << 26})
+
+
+def test_every_limit_option_is_applied_by_cgroups():
+    """lifecycle loads sandbox/cgroups only for a profile with one of options.LIMIT_KEYS:
+    that list must name every limit cgroups applies, and nothing else."""
+    from ruripy import options
+
+    assert set(options.LIMIT_KEYS) == set(cgroups.LIMITS)
+    assert all(k in options.BY_KEY for k in options.LIMIT_KEYS)

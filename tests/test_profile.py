@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ruripy import options, profile
+from ruripy import options, profile, ruri_config
 from ruripy.errors import RuripyError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -417,7 +417,7 @@ BETA1 = (
 
 def test_ruri_beta1_config_is_mapped(tmp_path):
     path = write(tmp_path / "debian.conf", BETA1, 0o755)  # ruri -o: 0777 & ~umask
-    prof, notes = profile.from_ruri_config(path)
+    prof, notes = ruri_config.to_profile(path)
     assert prof == full(
         user="alice",
         cap_add=["SYS_PTRACE"],
@@ -453,7 +453,7 @@ def test_ruri_beta1_config_is_mapped(tmp_path):
     # The result is a profile that saves and loads as it is.
     profile.save(str(tmp_path / "profile.toml"), prof)
     assert profile.load(str(tmp_path / "profile.toml")) == prof
-    assert profile.read_ruri_config(path)["container_dir"] == "/data/ruri/debian"
+    assert ruri_config.read(path)["container_dir"] == "/data/ruri/debian"
 
 
 def test_ruri_default_config_needs_nothing(tmp_path):
@@ -472,7 +472,7 @@ def test_ruri_default_config_needs_nothing(tmp_path):
         'timens_realtime_offset="0"\ndeny_syscall=[""]\n'
     )
     path = write(tmp_path / "c.conf", text)
-    prof, notes = profile.from_ruri_config(path)
+    prof, notes = ruri_config.to_profile(path)
     # ruri drops NET_RAW and MKNOD from Docker's default set; nothing else changes.
     assert prof == full(cap_drop=["NET_RAW", "MKNOD"])
     assert notes == []
@@ -501,7 +501,7 @@ def test_ruri_395_config_keys(tmp_path):
         'future_key="x"\n'
     )
     path = write(tmp_path / "c.conf", text)
-    prof, notes = profile.from_ruri_config(path)
+    prof, notes = ruri_config.to_profile(path)
     assert prof == full(pids_limit=256, memory=512 << 20, deny_syscall=["mount", "ptrace"])
     assert notes == [
         "io_device: I/O limits are not supported",
@@ -520,7 +520,7 @@ def test_ruri_values_ruripy_refuses_become_notes(tmp_path):
         'memory="lots"\ncpupercent="250"\nmax_pids="0"\ndrop_caplist=["cap_flying"]\n'
     )
     path = write(tmp_path / "c.conf", text)
-    prof, notes = profile.from_ruri_config(path)
+    prof, notes = ruri_config.to_profile(path)
     assert prof == options.defaults()  # no known capability in the drop list: no change
     assert notes == [
         "user: 'bad user' is not a valid user; give USER or USER:GROUP as names from the "
@@ -563,33 +563,31 @@ HINT = 'ruri config lines look like key="value" or key=["a","b"].'
 )
 def test_malformed_k2v_names_the_file_and_line(tmp_path, text, line, problem):
     path = write(tmp_path / "c.conf", text)
-    assert error_of(profile.from_ruri_config, path) == f"{path}, line {line}: {problem}; {HINT}"
+    assert error_of(ruri_config.to_profile, path) == f"{path}, line {line}: {problem}; {HINT}"
 
 
 def test_k2v_escapes_crlf_and_spacing(tmp_path):
     text = '  user = "a\\\\b\\"c" \r\ncommand=[ "x" , "y\\]" ]\r\n'
     path = write(tmp_path / "c.conf", text)
-    assert profile.read_ruri_config(path) == {"user": 'a\\b"c', "command": ["x", "y]"]}
+    assert ruri_config.read(path) == {"user": 'a\\b"c', "command": ["x", "y]"]}
 
 
 def test_k2v_size_cap(tmp_path):
     filler = "#" + "x" * 98 + "\n"
     path = write(tmp_path / "big.conf", filler * 655 + 'user="a"\n' + "#" * 26)
     assert os.path.getsize(path) == 65535
-    assert profile.read_ruri_config(path) == {"user": "a"}
+    assert ruri_config.read(path) == {"user": "a"}
     path = write(tmp_path / "big.conf", filler * 655 + 'user="a"\n' + "#" * 27)
-    assert error_of(profile.from_ruri_config, path) == (
+    assert error_of(ruri_config.to_profile, path) == (
         f"{path} is 64 KiB or larger; ruri configs are smaller than that."
     )
 
 
 def test_k2v_missing_and_binary_files(tmp_path):
     path = str(tmp_path / "none.conf")
-    assert error_of(profile.from_ruri_config, path) == (
+    assert error_of(ruri_config.to_profile, path) == (
         f"cannot read {path}: No such file or directory."
     )
     (tmp_path / "bin.conf").write_bytes(b'user="a"\n\x00\n')
     path = str(tmp_path / "bin.conf")
-    assert (
-        error_of(profile.from_ruri_config, path) == f"{path}, line 2: a NUL character; remove it."
-    )
+    assert error_of(ruri_config.to_profile, path) == f"{path}, line 2: a NUL character; remove it."

@@ -1,4 +1,5 @@
-"""User namespaces and their id maps: /etc/subuid ranges, newuidmap/newgidmap, fallback.
+"""User namespaces and their id maps: /etc/subuid ranges, newuidmap/newgidmap, fallback;
+whether this kernel lets the caller make user namespaces at all (else `auto` uses proot).
 
 The one place that spawns newuidmap and newgidmap. Standard library only.
 """
@@ -6,6 +7,7 @@ The one place that spawns newuidmap and newgidmap. Standard library only.
 import os
 
 from ..errors import RuripyError
+from . import syscalls
 
 SUBID_FILES = ("/etc/subuid", "/etc/subgid")
 NEWIDMAP = ("newuidmap", "newgidmap")
@@ -154,3 +156,47 @@ def userns_unavailable_reason(sysctl: str = "/proc/sys") -> str:
         "the kernel refused to create a user namespace; check 'ruripy doctor', "
         "or use --backend proot."
     )
+
+
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def userns_blocked(cache_dir: str) -> bool:
+    """True when an earlier run found this boot's kernel refusing user namespaces."""
+    try:
+        with open(os.path.join(cache_dir, "userns-blocked"), "rb") as f:
+            return f.read(64).decode(errors="replace").strip() == _boot_id()
+    except OSError:
+        return False
+
+
+def probe_userns() -> bool:
+    """Whether a forked child may unshare(CLONE_NEWUSER) (about a millisecond)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            syscalls.unshare(syscalls.CLONE_NEWUSER)
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0
+
+
+def note_userns_blocked(cache_dir: str) -> bool:
+    """After the rootless path failed: True (and remembered for this boot) if user
+    namespaces really are refused, so `auto` may fall back to proot."""
+    if probe_userns():
+        return False
+    from ..store import write_atomic  # only after a refused start
+
+    try:
+        write_atomic(os.path.join(cache_dir, "userns-blocked"), (_boot_id() + "\n").encode())
+    except OSError:
+        pass
+    return True

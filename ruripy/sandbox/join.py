@@ -1,4 +1,4 @@
-"""Joining a running container (`ruripy exec`): P -> C1 (setns through a pidfd) -> C3.
+"""Joining a running container (`ruripy exec`): P (setns through a pidfd) -> C3.
 
 The init is pinned by a pidfd and checked (boot id, start time, namespace identity) before
 anything joins it, so a recycled pid is never entered (P0-N3). Nothing new is mounted.
@@ -11,6 +11,10 @@ import os
 
 from ..errors import RuripyError
 from . import process, seccomp_cache, syscalls
+
+
+class Gone(RuripyError):
+    """The container's init ended before anything joined it: nothing has changed."""
 
 
 def check_alive(state: dict) -> int | None:
@@ -63,7 +67,13 @@ def _in_container_namespaces(pid: int, state: dict) -> bool:
 
 
 def join(state: dict, pidfd: int, cfg: dict, argv: list[str]) -> int:
-    """Run `argv` in the running container `state` describes (pidfd pins its init)."""
+    """Run `argv` in the running container `state` describes (pidfd pins its init).
+
+    This process joins the container's namespaces itself and forks the command's process
+    (a pid namespace is entered by the children of who joins it). From the setns on it is
+    inside the container's mounts: nothing may be imported or opened by a host path after
+    it, so everything it needs is loaded before, and imports are shut off.
+    """
     flt = seccomp_cache.prepare(
         cfg.get("seccomp") or "default",
         cfg.get("deny_syscall") or (),
@@ -78,69 +88,58 @@ def join(state: dict, pidfd: int, cfg: dict, argv: list[str]) -> int:
     if state.get("net") == "none":
         flags |= syscalls.CLONE_NEWNET
     tty_parent = process.tty_socket(cfg)
+    nsdir = os.open("/proc/self/ns", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     process.block_signals()
-    c1 = os.fork()
-    if c1 == 0:
-        for fd in cfg.get("close_fds", ()):
-            os.close(fd)
-        process.child_main(_join_child, state, pidfd, flags, cfg, argv, flt)
-    os.close(pidfd)
-
-    def forward(signo: int) -> None:
-        try:
-            os.kill(c1, signo)  # our own child: its pid cannot be reused before we reap it
-        except ProcessLookupError:
-            pass
-
-    if tty_parent is not None:
-        os.close(cfg["tty_sock"])
-        return process.relay(tty_parent, c1, forward)
-    return process.wait_forwarding(c1, forward)
-
-
-def _join_child(state, pidfd, flags, cfg, argv, flt) -> None:
-    syscalls.prctl(syscalls.PR_SET_PDEATHSIG, 9)
+    # Nothing of the container may trace this process once it is in there (P0-E7).
     syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
+    process.test_pause("join")
     try:
-        syscalls.setns(pidfd, flags)
+        syscalls.setns(pidfd, flags)  # all of them or none
     except OSError as e:
         if e.errno == 3:  # ESRCH: the init is gone
-            raise RuripyError("the container is not running (its init has exited).") from None
+            raise Gone("the container is not running (its init has exited).") from None
         raise
-    os.close(pidfd)  # the command's process must not inherit it (P0-E5)
+    finally:
+        os.close(pidfd)  # the command's process must not inherit it (P0-E5)
+    process.seal_imports()
+    try:
+        _check_joined(state, nsdir)
+    finally:
+        os.close(nsdir)
     if state.get("rootless"):
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
         os.setgroups([])
     os.chdir("/")
-    c3 = os.fork()
+    try:
+        c3 = os.fork()
+    except OSError as e:  # ENOMEM: the pid namespace lost its init after the setns
+        raise RuripyError(f"the container is not running ({e.strerror}).") from None
     if c3 == 0:
-        process.child_main(_joined, state, cfg, argv, flt)
-    if cfg.get("tty_sock") is not None:
+        if tty_parent is not None:
+            tty_parent.close()
+        process.child_main(process.become, cfg, argv, flt)
+    if tty_parent is not None:
         os.close(cfg["tty_sock"])
 
     def forward(signo: int) -> None:
         try:
-            os.kill(c3, signo)
+            os.kill(c3, signo)  # our own child: its pid cannot be reused before we reap it
         except ProcessLookupError:
             pass
 
-    os._exit(process.wait_forwarding(c3, forward))
+    if tty_parent is not None:
+        return process.relay(tty_parent, c3, forward)
+    return process.wait_forwarding(c3, forward)
 
 
-def _joined(state, cfg, argv, flt) -> None:
-    """C3 of a join, now inside the container's pid namespace: verify, then become."""
-    mine = process.own_namespaces()
+def _check_joined(state: dict, nsdir: int) -> None:
+    """The namespaces joined are the ones recorded at start (read through `nsdir`, this
+    process's /proc/self/ns opened before: the container's /proc has no entry for it)."""
+    mine = process.own_namespaces(nsdir)
     for k, v in (state.get("ns") or {}).items():
-        if k in mine and k != "pid" and mine[k] != v:
+        if mine.get(k) != v:
             raise RuripyError("the container is not running (its namespaces changed).")
-    if "pid" in (state.get("ns") or {}):
-        try:
-            if os.stat("/proc/self/ns/pid").st_ino != state["ns"]["pid"]:
-                raise RuripyError("the container is not running (its namespaces changed).")
-        except OSError:
-            raise RuripyError("the container is not running (no pid namespace).") from None
-    process.become(cfg, argv, flt)
 
 
 def stop(state: dict, pidfd: int, timeout: float) -> None:

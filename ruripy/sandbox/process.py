@@ -10,6 +10,7 @@ anything once a child is inside the rootfs.
 
 import _signal as sig
 import os
+import sys
 
 from ..errors import RuripyError
 from . import caps, syscalls, users
@@ -21,9 +22,10 @@ SIGIO = 29  # a pipe with O_ASYNC has data (wait_forwarding's status pipe)
 SI_USER_CODES = (0, -1, -6)  # SI_USER, SI_QUEUE, SI_TKILL: sent with kill(), not the terminal
 NS_NAMES = ("user", "mnt", "pid", "uts", "ipc", "net")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-# Test hook (tests/security, P0-E7): C3 reports whether it is dumpable, then stops itself
-# inside the container before anything else, until a SIGCONT.
-TEST_PAUSE = os.environ.get("RURIPY_TEST_PAUSE") == "1"
+# Test hooks: with "1" (tests/security, P0-E7) C3 reports whether it is dumpable, then
+# stops itself inside the container before anything else, until a SIGCONT; with "join"
+# (tests/test_lifecycle.py) a join stops itself just before its setns.
+TEST_PAUSE = os.environ.get("RURIPY_TEST_PAUSE")
 terminal = None  # the terminal module, loaded by tty_socket() only when --tty asks for it
 
 
@@ -91,6 +93,22 @@ def _ns_ino(name: str) -> int:
     return os.stat(f"/proc/self/ns/{name}").st_ino
 
 
+def seal_imports() -> None:
+    """No module can be imported from here on: this process is inside a container's
+    mounts, where a host path such as the one of the standard library names the
+    container's files. An import that was missed fails instead of running them."""
+    sys.meta_path = None
+    sys.path_hooks.clear()
+    sys.path_importer_cache.clear()
+
+
+def test_pause(where: str) -> None:
+    """The test hook RURIPY_TEST_PAUSE=where: say so on stderr, stop until a SIGCONT."""
+    if where == TEST_PAUSE:
+        os.write(2, f"ruripy-test-pause {where} pid={os.getpid()}\n".encode())
+        os.kill(os.getpid(), 19)  # SIGSTOP
+
+
 def block_signals() -> None:
     sig.pthread_sigmask(sig.SIG_BLOCK, WAITED)
 
@@ -135,7 +153,7 @@ def command(argv: list[str] | None) -> list[str]:
 
 def become(cfg: dict, argv: list[str] | None, flt) -> None:
     """In C3, inside the container: user, capabilities, workdir, fds, seccomp, exec. No return."""
-    if TEST_PAUSE:
+    if TEST_PAUSE == "1":
         dumpable = syscalls.prctl(syscalls.PR_GET_DUMPABLE)
         os.write(2, f"ruripy-test-pause pid={os.getpid()} dumpable={dumpable}\n".encode())
         os.kill(os.getpid(), 19)  # SIGSTOP
@@ -240,8 +258,8 @@ def child_main(fn, *args, err_fd: int = -1) -> None:
         where = f" ({e.filename})" if e.filename else ""
         msg = f"{e.strerror or e}{where}."
     except BaseException as e:
-        if os.environ.get("RURIPY_DEBUG") == "1":
-            import traceback  # only when debugging; never on the normal path
+        if os.environ.get("RURIPY_DEBUG") == "1" and sys.meta_path is not None:
+            import traceback  # only when debugging, and only on the host side
 
             traceback.print_exc()
         msg = f"internal error: {type(e).__name__}: {e}"

@@ -87,14 +87,6 @@ def _cache_file(cache_dir: str, name: str) -> str:
     return os.path.join(cache_dir, name)
 
 
-def _boot_id() -> str:
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
-
-
 def features(path: str, cache_dir: str | None = None) -> frozenset:
     """The optional flags this proot understands (from `proot --help`, cached per binary)."""
     from ..store import read_record, write_record
@@ -143,42 +135,6 @@ def _help_text(path: str) -> str:
         os.close(r)
         os.waitpid(pid, 0)
     return b"".join(out).decode("utf-8", "replace")
-
-
-def userns_blocked(cache_dir: str) -> bool:
-    """True when an earlier run found this boot's kernel refusing user namespaces."""
-    try:
-        with open(_cache_file(cache_dir, "userns-blocked"), "rb") as f:
-            return f.read(64).decode(errors="replace").strip() == _boot_id()
-    except OSError:
-        return False
-
-
-def probe_userns() -> bool:
-    """Whether a forked child may unshare(CLONE_NEWUSER) (about a millisecond)."""
-    pid = os.fork()
-    if pid == 0:
-        try:
-            syscalls.unshare(syscalls.CLONE_NEWUSER)
-            os._exit(0)
-        except BaseException:
-            os._exit(1)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status) == 0
-
-
-def note_userns_blocked(cache_dir: str) -> bool:
-    """After the rootless path failed: True (and remembered for this boot) if user
-    namespaces really are refused, so `auto` may fall back to proot."""
-    if probe_userns():
-        return False
-    from ..store import write_atomic
-
-    try:
-        write_atomic(_cache_file(cache_dir, "userns-blocked"), (_boot_id() + "\n").encode())
-    except OSError:
-        pass
-    return True
 
 
 # -- what the profile means under proot ------------------------------------------------

@@ -3,13 +3,19 @@
 The command's process opens /dev/ptmx inside the container, hands the master to the
 caller over a socket pair, and makes the slave its controlling terminal. The caller puts
 its own terminal in raw mode, copies bytes both ways and passes window-size changes on
-(runtime.md 6.2). Standard library only; `socket` is imported only when --tty is asked.
+(runtime.md 6.2). Standard library only. This module is loaded only when --tty is asked,
+on the host side, with everything it uses: the relay may run after its process joined a
+container, where nothing can be imported (process.seal_imports).
 """
 
 import fcntl
 import os
+import select
+import signal
+import socket
 import struct
 import termios
+import tty
 
 TIOCSPTLCK = 0x40045431
 TIOCGPTN = 0x80045430
@@ -30,8 +36,6 @@ def open_pty(owner_uid: int, tty_gid: int | None) -> tuple[int, int]:
 
 
 def send_master(sock_fd: int, master: int) -> None:
-    import socket
-
     s = socket.socket(fileno=sock_fd)
     try:
         socket.send_fds(s, [b"M"], [master])
@@ -41,8 +45,6 @@ def send_master(sock_fd: int, master: int) -> None:
 
 def receive_master(sock) -> int | None:
     """The master fd sent by the command's process, or None when it died first."""
-    import socket
-
     try:
         _, fds, _, _ = socket.recv_fds(sock, 1, 1)
     except OSError:
@@ -66,9 +68,6 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def relay(master: int, child: int, forward) -> int:
     """Copy stdin -> master and master -> stdout until the command ends; its exit status."""
-    import select
-    import signal
-
     interactive = os.isatty(0)
     saved = termios.tcgetattr(0) if interactive else None
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -80,8 +79,6 @@ def relay(master: int, child: int, forward) -> int:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, list(old))
     try:
         if interactive:
-            import tty
-
             tty.setraw(0)
             _copy_winsize(master)
         stdin_open = True

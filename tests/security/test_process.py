@@ -394,10 +394,48 @@ def test_P0_E9_nothing_is_imported_inside(both):
                 assert r.returncode == code, (how, args, r.stderr)
     r = box.run("--seccomp", "off", "--net", "none", "true")
     assert r.returncode == 0, r.stderr
+    # RURIPY_DEBUG=1 prints tracebacks with the traceback module, which is not loaded yet:
+    # an error inside the container must still import nothing (process.seal_imports).
+    debug = {"RURIPY_DEBUG": "1"}
+    for args in (("--workdir", "/no/such/dir", "true"), ("--user", "nosuchuser", "true")):
+        for target, how in ((box, "run"), (ebox, "exec")):
+            r = target(how, *args, env=debug)
+            assert r.returncode == 125, (how, args, r.stderr)
+            assert "Traceback" not in r.stderr and "ruripy: " in r.stderr, (how, r.stderr)
     for b in (box, ebox):
         for where in ("TRAPPED", "tmp/TRAPPED"):
             path = os.path.join(b.rootfs, where)
             assert not os.path.exists(path), open(path).read()
+
+
+def test_P0_E9_sealed_imports_load_nothing(tmp_path, src_copy):
+    """What a process runs once inside a container (after pivot_root, or after joining):
+    process.seal_imports() makes any import fail, so a module missed in the imports made
+    beforehand can never be loaded from the container's files at the host's paths."""
+    marker = tmp_path / "LOADED"
+    (tmp_path / "json.py").write_text(f"open({str(marker)!r}, 'w').write('yes')\n")
+    code = (
+        "import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]\n"
+        "from ruripy.sandbox import process\n"
+        "process.seal_imports()\n"
+        "try:\n    import json\nexcept ImportError as e:\n    print('refused:', e)\n"
+        "import os\n"  # already loaded: still there
+        "print('os', os.getpid() > 0)\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, src_copy, str(tmp_path)], capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0].startswith("refused:"), r.stdout
+    assert r.stdout.splitlines()[1] == "os True"
+    assert not marker.exists()
+    # The same planted module is loaded by a process that did not seal (the check is real).
+    r = subprocess.run(
+        [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); import json",
+         str(tmp_path)], capture_output=True, text=True,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert marker.read_text() == "yes"
 
 
 # -- P0-E11 -------------------------------------------------------------------------------------

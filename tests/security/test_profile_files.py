@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from ruripy import options, profile
+from ruripy import options, profile, ruri_config
 from ruripy.errors import RuripyError
 
 
@@ -223,7 +223,7 @@ def test_P0_N7_ruri_config_others_may_write_refused(tmp_path):
     path = tmp_path / "c.conf"
     path.write_text('user="a"\n')
     os.chmod(path, 0o666)
-    assert error_of(profile.from_ruri_config, str(path)) == (
+    assert error_of(ruri_config.to_profile, str(path)) == (
         f"{path} is writable by other users (mode 666); run 'chmod go-w {path}' if you trust it."
     )
 
@@ -234,7 +234,7 @@ def test_P0_N7_ruri_config_owned_by_another_uid_refused(tmp_path):
     path.write_text('user="a"\n')
     os.chmod(path, 0o644)
     os.chown(path, 12345, 12345)
-    assert error_of(profile.from_ruri_config, str(path)) == (
+    assert error_of(ruri_config.to_profile, str(path)) == (
         f"{path} is owned by uid 12345, not by you or root; refusing to use it."
     )
 
@@ -246,7 +246,7 @@ def test_P0_N7_ruri_config_in_world_writable_folder_refused(tmp_path):
     path = d / "c.conf"
     path.write_text('user="a"\n')
     os.chmod(path, 0o644)
-    assert error_of(profile.from_ruri_config, str(path)) == (
+    assert error_of(ruri_config.to_profile, str(path)) == (
         f"{d} is writable by other users (mode 777); refusing to read {path} below it. "
         f"Run 'chmod go-w {d}' if you trust it."
     )
@@ -262,7 +262,7 @@ def test_P0_N7_ruri_config_through_a_symlink_is_checked_where_it_really_is(tmp_p
     tidy = tmp_path / "tidy"
     tidy.mkdir()
     os.symlink(real, tidy / "c.conf")
-    assert error_of(profile.from_ruri_config, str(tidy / "c.conf")) == (
+    assert error_of(ruri_config.to_profile, str(tidy / "c.conf")) == (
         f"{d} is writable by other users (mode 777); refusing to read {real} below it. "
         f"Run 'chmod go-w {d}' if you trust it."
     )
