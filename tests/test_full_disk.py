@@ -142,6 +142,24 @@ def free_space(disk: str) -> None:
     os.unlink(os.path.join(disk, BALLAST))
 
 
+def set_inodes(runner, extra: int | None) -> None:
+    """Let the disk hold `extra` more files and folders than it holds now (None: plenty).
+    A tmpfs counts them (nr_inodes): running out is ENOSPC too, with bytes to spare."""
+    if extra is None:
+        total = 1 << 20
+    else:
+        st = os.statvfs(runner.disk)
+        total = st.f_files - st.f_ffree + extra
+    mnt = os.path.dirname(runner.home)
+    r = subprocess.run(
+        ["nsenter", "-t", str(runner.pid), "-m", "--"]
+        + ["mount", "-o", f"remount,nr_inodes={total}", mnt],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+
+
 def contents(home: str) -> set[str]:
     """Every file and folder in a storage root but its empty skeleton and lock files."""
     found = set()
@@ -253,6 +271,23 @@ def test_pull_lxc(full, big_mirror, big, cached):
     r = full("pull", "debian:bookworm", "--mirror", big_mirror.url, "-q")
     assert r.returncode == 0, r.stderr
     assert listed(full, "images") == ["debian:bookworm"]
+    (img,) = os.listdir(full.host_path("images"))
+    assert_random_files(full.host_path("images", img, "rootfs"), big[1])
+
+
+@pytest.mark.parametrize("extra", [0, 1, 40], ids=["no-file", "one-file", "some-files"])
+def test_pull_lxc_out_of_inodes(full, big_mirror, big, extra):
+    """No file can be made at all (not even the lock or the download's .part), exactly
+    one, or a few: the download or the unpacking runs out of inodes, not of bytes."""
+    assert listed(full, "images") == []  # the storage root's skeleton is made
+    set_inodes(full, extra)
+    r = full("pull", "debian:bookworm", "--mirror", big_mirror.url)
+    fails_full(r, full.home, "pulling debian:bookworm")
+    assert contents(full.host_path()) == set()
+    set_inodes(full, None)
+    assert listed(full, "images") == []
+    r = full("pull", "debian:bookworm", "--mirror", big_mirror.url, "-q")
+    assert r.returncode == 0, r.stderr
     (img,) = os.listdir(full.host_path("images"))
     assert_random_files(full.host_path("images", img, "rootfs"), big[1])
 
