@@ -880,14 +880,20 @@ def _host_oci_arch() -> str:
     return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}.get(m, m)
 
 
-def make_tar(entries: list[tuple[str, bytes | None]]) -> bytes:
-    """A tar of (name, content) entries; content None makes a directory."""
+def make_tar(entries: list[tuple[str, bytes | None]], links: dict | None = None) -> bytes:
+    """A tar of (name, content) entries; content None makes a directory. `links` adds hard
+    links {name: target} (mode 0755) after them."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, target in (links or {}).items():
+            entries = [*entries, (name, ("link", target))]
         for name, content in entries:
             ti = tarfile.TarInfo(name)
             ti.mtime = 1700000000
-            if content is None:
+            if isinstance(content, tuple):
+                ti.type, ti.linkname, ti.mode = tarfile.LNKTYPE, content[1], 0o755
+                tf.addfile(ti)
+            elif content is None:
                 ti.type = tarfile.DIRTYPE
                 ti.mode = 0o755
                 tf.addfile(ti)

@@ -720,6 +720,36 @@ def test_whiteout_of_a_nested_folder(reg, runner):
     assert sorted(os.listdir(f"{rootfs_of(runner, ref)}/usr/lib")) == ["keep", "new"]
 
 
+@pytest.mark.registry
+def test_hard_link_to_a_file_of_a_lower_layer(reg, runner):
+    """A later layer may hard-link a file a lower layer made (umoci and containerd allow
+    it); the link member's mode goes onto the shared file. A link to a file no layer made
+    is still refused."""
+    lower = make_tar([("usr/", None), ("usr/bin/", None), ("usr/bin/tool", b"#!/bin/sh\n")])
+    upper = make_tar([], links={"usr/bin/alias": "usr/bin/tool"})
+    layers = [(gzip.compress(lower), "application/vnd.oci.image.layer.v1.tar+gzip"),
+              (gzip.compress(upper), "application/vnd.oci.image.layer.v1.tar+gzip")]  # fmt: skip
+    registry.push_image(reg.plain.url, "test/hardlink", "1", layers)
+    ref = f"{reg.plain.host}/test/hardlink:1"
+    r = runner("pull", f"docker://{ref}", "--quiet")
+    assert r.returncode == 0, r.stderr
+    root = rootfs_of(runner, ref)
+    tool, alias = os.stat(f"{root}/usr/bin/tool"), os.stat(f"{root}/usr/bin/alias")
+    assert (alias.st_ino, alias.st_nlink) == (tool.st_ino, 2)
+    assert read(f"{root}/usr/bin/alias") == "#!/bin/sh\n"
+    assert tool.st_mode & 0o7777 == 0o755
+    # a layer that links a file of nothing below it
+    only = make_tar([("etc/", None)], links={"etc/x": "usr/bin/tool"})
+    registry.push_image(
+        reg.plain.url, "test/hardlink", "2",
+        [(gzip.compress(only), "application/vnd.oci.image.layer.v1.tar+gzip")],
+    )  # fmt: skip
+    fails(
+        runner("pull", f"docker://{reg.plain.host}/test/hardlink:2"),
+        "is a hard link to 'usr/bin/tool', which is missing",
+    )
+
+
 def _tar_gz(entries):
     return gzip.compress(make_tar(entries))
 

@@ -8,7 +8,7 @@ filesystem operation itself (security.md 4.3, images.md 3.8):
   `var/run/x.pid` writes `<rootfs>/run/x.pid`, and no symlink ever leads outside;
 * the final component is never followed: whatever is there (a symlink, a hard link, a folder
   of an earlier layer) is removed, then the new entry created with O_EXCL|O_NOFOLLOW;
-* hard links only to regular files this same extraction created;
+* hard links only to regular files this same extraction (or a lower layer of the image) created;
 * numeric owners, modes with setuid/setgid/sticky, ns mtimes; folder attributes at the end,
   deepest first; `user.*` xattrs, `security.capability` only when privileged;
 * device nodes: privileged creates a short allow-list under dev/, everything else is skipped
@@ -87,6 +87,7 @@ def extract(
     label: str | None = None,
     keep_overlay: bool = False,
     trash: "Trash | None" = None,
+    created: set | None = None,
 ) -> dict:
     """Extract the tar read sequentially from `stream` (never seeked) into folder `rootfs`.
 
@@ -96,6 +97,9 @@ def extract(
     name). `keep_overlay` (copying an overlay upper folder) also keeps its whiteouts (0:0
     character devices) and, privileged, its `trusted.overlay.*` xattrs. With `trash`,
     what the archive replaces or whites out is moved there and deleted in the background.
+    `created` holds the regular files (device, inode) extracted so far, and gains this
+    archive's: the layers of one image share it, so a hard link may name a file of a lower
+    layer (as umoci and containerd allow), never one that was there before.
     Returns counts: entries, bytes, files, dirs, symlinks, hardlinks, fifos, devices,
     skipped_devices, skipped_other, whiteouts, opaque, xattrs, xattrs_dropped, xattr_errors,
     owner_errors.
@@ -105,6 +109,8 @@ def extract(
         label = name if isinstance(name, str) else "the archive"
     try:
         x = _Extractor(rootfs, label, rootless, whiteouts, max_bytes, max_entries, progress)
+        if created is not None:
+            x.created = created
     except OSError as e:
         if disk_full(e):
             raise

@@ -1104,9 +1104,12 @@ def _apply_layers(
 
     totals: dict = {}
     n = len(layers)
+    created: set = set()  # files the layers made: a hard link may name one of a lower layer
     with Trash(rootfs.rstrip("/") + ".trash") as trash:
         for i, (path, digest, diff_id) in enumerate(layers, 1):
-            stats = _apply_layer(i, n, path, digest, diff_id, rootfs, rootless, what, ready, trash)
+            stats = _apply_layer(
+                i, n, path, digest, diff_id, rootfs, rootless, what, ready, trash, created
+            )
             for k, v in (stats or {}).items():
                 if isinstance(v, int) and not isinstance(v, bool):
                     totals[k] = totals.get(k, 0) + v
@@ -1116,7 +1119,7 @@ def _apply_layers(
 
 def _apply_layer(
     i: int, n: int, path: str, digest: str, diff_id, rootfs: str, rootless: bool, what: str,
-    ready, trash,
+    ready, trash, created: set,
 ) -> dict:  # fmt: skip
     """Extract layer i of n (from 1) once `ready` says it is verified; check its diff_id."""
     from ..errors import disk_full
@@ -1131,8 +1134,9 @@ def _apply_layer(
         reader = HashingReader(raw, kind)
         try:
             stats = extract(
-                reader, rootfs, rootless=rootless, whiteouts=True, label=label, trash=trash
-            )
+                reader, rootfs, rootless=rootless, whiteouts=True, label=label, trash=trash,
+                created=created,
+            )  # fmt: skip
             got = reader.drain()
         except RuripyError:
             raise

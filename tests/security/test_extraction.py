@@ -277,6 +277,21 @@ def test_P0_X5_hardlink_to_a_file_of_an_earlier_archive(env):
     )
 
 
+def test_P0_X5_hardlink_to_a_file_of_a_lower_layer(env):
+    """The layers of one image share the files they created: a later layer may link one
+    of an earlier layer's files, never a file that was there before either."""
+    (env.root / "pre").write_text("already in the rootfs")
+    created: set = set()
+    unpack(env.root, [m("usr/bin/busybox", data=b"elf")], created=created)
+    unpack(env.root, [m("bin/sh", "hard", link="usr/bin/busybox", mode=0o755)], created=created)
+    a, b = os.lstat(env.root / "usr/bin/busybox"), os.lstat(env.root / "bin/sh")
+    assert (b.st_ino, b.st_nlink, b.st_mode & 0o7777) == (a.st_ino, 2, 0o755)
+    with pytest.raises(RuripyError) as e:
+        unpack(env.root, [m("hl", "hard", link="pre")], created=created)
+    assert "a file this archive did not create" in str(e.value)
+    assert os.lstat(env.root / "pre").st_nlink == 1
+
+
 def test_P0_X5_hardlink_through_symlinked_parent_stays_inside(env):
     """A link target named through an in-root symlink is fine when this archive made it."""
     unpack(
