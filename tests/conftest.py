@@ -137,6 +137,22 @@ def busybox_rootfs_fixture():
     return busybox_rootfs
 
 
+NO_USERNS_PROFILE = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "probes", "no-userns.json"
+)
+
+
+def without_userns_argv(src: str) -> list[str]:
+    """A prefix that runs a command where unshare(2) and clone(2) with CLONE_NEWUSER fail
+    (tests/probes/no-userns.json), as the kernel of Termux does."""
+    code = (
+        "import os, sys; sys.path.insert(0, sys.argv[1]); "
+        "from ruripy.sandbox import seccomp; seccomp.prepare(sys.argv[2]).load(); "
+        "os.execvp(sys.argv[3], sys.argv[3:])"
+    )
+    return [sys.executable, "-c", code, src, NO_USERNS_PROFILE]
+
+
 class Runner:
     """Runs the real `ruripy` CLI as one user with its own storage root."""
 
@@ -180,14 +196,9 @@ class Runner:
 
     def without_userns(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         """Run the CLI as on a host without user namespaces (Termux): a seccomp filter on
-        the caller refuses unshare(2) to it and everything it starts."""
-        deny = (
-            "import os, sys; sys.path.insert(0, sys.argv[1]); "
-            "from ruripy.sandbox import seccomp; seccomp.prepare('off', ['unshare']).load(); "
-            "os.execvp(sys.argv[2], sys.argv[2:])"
-        )
+        the caller refuses new user namespaces to it and everything it starts."""
         return subprocess.run(
-            [sys.executable, "-c", deny, self.src, *self.argv(*args)],
+            without_userns_argv(self.src) + self.argv(*args),
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -7,10 +7,9 @@ import pwd
 import shutil
 import struct
 import subprocess
-import sys
 
 import pytest
-from conftest import Runner
+from conftest import Runner, without_userns_argv
 
 from ruripy import doctor
 
@@ -146,19 +145,11 @@ def test_file_capabilities_count_like_setuid(workdir):
     assert doctor.check_newidmap("newgidmap", path).status == "WARN"  # cap_setgid is missing
 
 
-# As the kernel of Termux (or a container that filters unshare) behaves: unshare() fails.
-_DENY_UNSHARE = (
-    "import os, sys; sys.path.insert(0, sys.argv[1]); "
-    "from ruripy.sandbox import seccomp; seccomp.prepare('off', ['unshare']).load(); "
-    "os.execvp(sys.argv[2], sys.argv[2:])"
-)
-
-
 def test_a_host_without_user_namespaces(rootless):
     if not shutil.which("proot"):
         pytest.skip("proot is not installed (apt-get install proot)")
     r = subprocess.run(
-        [sys.executable, "-c", _DENY_UNSHARE, rootless.src, *rootless.argv("doctor")],
+        [*without_userns_argv(rootless.src), *rootless.argv("doctor")],
         capture_output=True,
         text=True,
         timeout=120,

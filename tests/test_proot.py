@@ -9,7 +9,6 @@ back to proot when the kernel refuses user namespaces.
 import os
 import shutil
 import subprocess
-import sys
 import time
 
 import pytest
@@ -249,37 +248,20 @@ def test_overlay_container_is_refused(runner, rootfs_dir, workdir):
 
 # -- auto falls back to proot ---------------------------------------------------------------
 
-_DENY_UNSHARE = (
-    "import os, sys; sys.path.insert(0, sys.argv[1]); "
-    "from ruripy.sandbox import seccomp; seccomp.prepare('off', ['unshare']).load(); "
-    "os.execvp(sys.argv[2], sys.argv[2:])"
-)
-
-
-def _without_userns(runner, *args):
-    """Run the CLI where unshare() fails (a seccomp filter), as the kernel of Termux does."""
-    return subprocess.run(
-        [sys.executable, "-c", _DENY_UNSHARE, runner.src] + runner.argv(*args),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
-
 
 def test_auto_falls_back_to_proot_when_userns_is_refused(rootless, rootfs_dir):
     assert rootless("import", "box", rootfs_dir).returncode == 0
-    r = _without_userns(rootless, "run", "box", "sh", "-c", "echo via-proot; exit 3")
+    r = rootless.without_userns("run", "box", "sh", "-c", "echo via-proot; exit 3")
     assert (r.returncode, r.stdout) == (3, "via-proot\n"), r.stderr
     # Remembered for this boot: the next run goes straight to proot, with nothing said.
-    r = _without_userns(rootless, "run", "box", "sh", "-c", "echo again")
+    r = rootless.without_userns("run", "box", "sh", "-c", "echo again")
     assert (r.returncode, r.stdout, r.stderr) == (0, "again\n", "")
     assert os.path.exists(rootless.host_path("cache", "userns-blocked"))
-    r = _without_userns(rootless, "exec", "box", "true")
+    r = rootless.without_userns("exec", "box", "true")
     assert r.returncode == 0
     assert "new proot session" in r.stderr
     # --backend rootless is not rerouted
-    r = _without_userns(rootless, "run", "--backend", "rootless", "box", "true")
+    r = rootless.without_userns("run", "--backend", "rootless", "box", "true")
     assert r.returncode == 125 and "user namespace" in r.stderr
 
 

@@ -3,9 +3,9 @@
 Process tree of a start (runtime.md section 2)::
 
     P  (the CLI: maps ids, writes state, forwards signals, waits)
-    └─ C1 (new user namespace; unshares mount, pid, uts, ipc [, net]; waits)
-       └─ C2 = pid 1 (builds the root, pivots, then reaps; forwards signals)
-          └─ C3 (becomes the user, drops capabilities, seccomp last, execs the command)
+    └─ C2 = pid 1 (cloned into new user, mount, pid, uts, ipc [, net] namespaces; waits
+       │           for the id maps, builds the root, pivots, then reaps; forwards signals)
+       └─ C3 (becomes the user, drops capabilities, seccomp last, execs the command)
 
 Joining a running container is join.py; C3 is process.become. Everything a child needs is
 imported and loaded before the first fork: nothing is imported once inside a rootfs.
@@ -23,11 +23,14 @@ from .idmap import caller_idmap, userns_unavailable_reason
 EXEC_KEYS = ("user", "workdir", "env", "cap_keep", "seccomp", "deny_syscall", "no_new_privs")
 
 
-def _reaper(main_pid: int | None, shared_tty: bool) -> None:
+def _reaper(main_pid: int | None, shared_tty: bool, status_fd: int = -1) -> None:
     """Reap every child; pass kill()-sent signals on; exit with the command's status.
 
     SIGTERM (ruripy stop, or a kill of the caller) goes to every process of the container,
-    and pid 1 then stays until they have all ended (stop's SIGKILL cuts that short).
+    and pid 1 then stays until they have all ended (stop's SIGKILL cuts that short). When
+    the command ends, so does every other process of the container (as the kernel would
+    see to at pid 1's exit); then the status goes to the caller on `status_fd` before pid
+    1's exit tears the container's mounts down.
     """
     stopping = False
     while True:
@@ -43,9 +46,19 @@ def _reaper(main_pid: int | None, shared_tty: bool) -> None:
                 if pid == 0:
                     break
                 if pid == main_pid:
-                    if stopping:
-                        _drain()
-                    os._exit(process.status_code(status))
+                    code = process.status_code(status)
+                    if not stopping:
+                        try:
+                            os.kill(-1, 9)
+                        except ProcessLookupError:
+                            pass
+                    _drain()
+                    if status_fd >= 0:
+                        try:
+                            os.write(status_fd, bytes((code,)))
+                        except OSError:
+                            pass
+                    os._exit(code)
             continue
         if main_pid is None:
             if info.si_signo in (15, 2, 1):
@@ -85,7 +98,16 @@ def _stop_all(signo: int) -> None:
     os._exit(128 + signo)
 
 
-def _pid1(cfg: dict, argv, info_w: int, flt, host) -> None:
+def _pid1(cfg: dict, argv, idmap, go_r: int, info_w: int, flt, host) -> None:
+    """pid 1 of the new namespaces: wait for the id maps, build the root, start the
+    command (C3), tell the caller, then reap."""
+    if not cfg.get("detach"):
+        syscalls.prctl(syscalls.PR_SET_PDEATHSIG, 9)
+    _mapped(go_r, idmap)
+    os.close(go_r)
+    ns = process.own_namespaces()  # the host's /proc is still in view here
+    if not {"mnt", "pid", "uts", "ipc"} <= ns.keys():
+        raise RuripyError("could not read the namespaces of the new container.")
     # Foreign arch, rootless: qemu registered in this user namespace's own binfmt_misc
     # while the host's files are still in view; pid 1 keeps the mount fd (binfmt.py).
     keep = (
@@ -119,12 +141,17 @@ def _pid1(cfg: dict, argv, info_w: int, flt, host) -> None:
         # Safe: pid 1 holds no host fds now, and it keeps every capability of the user
         # namespace, so container processes (fewer capabilities) still cannot ptrace it.
         syscalls.prctl(syscalls.PR_SET_DUMPABLE, 1)
-    os.write(info_w, b"R\0")
+    nsinfo = ",".join(f"{k}={v}" for k, v in ns.items())
+    os.write(info_w, f"N{nsinfo}\0R\0".encode())
     os.close(info_w)
-    os.closerange(3, keep if keep > 0 else 1 << 16)
-    if keep > 0:
-        os.closerange(keep + 1, 1 << 16)
-    _reaper(main_pid, shared_tty=os.isatty(0))
+    status_fd = cfg.get("status_fd", -1)
+    kept = sorted(fd for fd in (keep, status_fd) if fd > 2)
+    low = 3
+    for fd in kept:  # close every other fd
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 16)
+    _reaper(main_pid, os.isatty(0), status_fd)
 
 
 def start(cfg: dict, argv: list[str] | None, on_ready) -> int:
@@ -145,7 +172,13 @@ def start(cfg: dict, argv: list[str] | None, on_ready) -> int:
         caps=cfg.get("cap_keep"),
         cache=cfg.get("seccomp_cache"),
     )
-    ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+    flags = (
+        syscalls.CLONE_NEWNS | syscalls.CLONE_NEWPID | syscalls.CLONE_NEWUTS | syscalls.CLONE_NEWIPC
+    )
+    if cfg.get("net") == "none":
+        flags |= syscalls.CLONE_NEWNET
+    if idmap:
+        flags |= syscalls.CLONE_NEWUSER
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
     info_r, info_w = os.pipe2(os.O_CLOEXEC)
     tty_parent = process.tty_socket(cfg)
@@ -153,70 +186,73 @@ def start(cfg: dict, argv: list[str] | None, on_ready) -> int:
     if not cfg.get("detach"):
         process.block_signals()
         status_r, cfg["status_fd"] = _status_pipe()
-    c1 = os.fork()
-    if c1 == 0:
-        os.close(ready_r)
+    try:
+        pid1 = syscalls.clone(flags)
+    except OSError as e:
+        for fd in (go_r, go_w, info_r, info_w, status_r, cfg.pop("status_fd", -1)):
+            if fd >= 0:
+                os.close(fd)
+        host.close()
+        if not cfg.get("detach"):  # SIGIO stays blocked: one may be pending, and is harmless
+            sig.pthread_sigmask(sig.SIG_UNBLOCK, process.WAITED)
+        if idmap:
+            raise RuripyError(userns_unavailable_reason()) from None
+        raise RuripyError(f"cannot make the container's namespaces: {e.strerror}.") from None
+    if pid1 == 0:
         os.close(go_w)
         os.close(info_r)
         if status_r >= 0:
             os.close(status_r)
+        if tty_parent is not None:
+            tty_parent.close()
         for fd in cfg.get("close_fds", ()):
             os.close(fd)
-        process.child_main(_c1, cfg, argv, idmap, ready_w, go_r, info_w, flt, host, err_fd=info_w)
-    os.close(ready_w)
+        process.child_main(_pid1, cfg, argv, idmap, go_r, info_w, flt, host, err_fd=info_w)
     os.close(go_r)
     os.close(info_w)
     if status_r >= 0:
-        os.close(cfg["status_fd"])  # C1 holds the only write end (pid 1 closes its copy)
+        os.close(cfg["status_fd"])  # pid 1 holds the only write end (C3 closes its copy)
     host.close()
     if tty_parent is not None:
         os.close(cfg["tty_sock"])
     try:
-        state = os.read(ready_r, 1)
-        if state == b"U":
-            raise RuripyError(userns_unavailable_reason())
-        if state != b"1":
-            raise RuripyError("the container could not start (see the message above).")
         if idmap:
-            idmap.apply(c1)
+            idmap.apply(pid1)
         if cfg.get("cgroups"):
             from . import cgroups  # host side; only for containers with limits
 
-            cgroups.attach(cfg["cgroups"], c1)  # before anything of the container runs
-        os.write(go_w, b"11")  # one for C1, one for pid 1 (_c1)
+            cgroups.attach(cfg["cgroups"], pid1)  # before anything of the container runs
+        os.write(go_w, b"1")
     except BaseException:
         try:
-            os.kill(c1, 9)
+            os.kill(pid1, 9)
         except ProcessLookupError:
             pass
-        os.waitpid(c1, 0)
+        os.waitpid(pid1, 0)
         if status_r >= 0:
             os.close(status_r)
         raise
     finally:
-        os.close(ready_r)
         os.close(go_w)
     info = process.read_all(info_r).decode(errors="replace")
     os.close(info_r)
     parts = info.split("\0")  # records end with NUL: messages may hold ";"
     errors = [p[1:] for p in parts if p.startswith("E")]
-    started = [p[1:] for p in parts if p.startswith("P")]
-    if errors or not started or "R" not in parts:
+    named = [p[1:] for p in parts if p.startswith("N")]
+    if errors or not named or "R" not in parts:
         if status_r >= 0:
             os.close(status_r)
-        os.waitpid(c1, 0)
+        os.waitpid(pid1, 0)  # it has failed, or died
         if not cfg.get("detach"):
             sig.pthread_sigmask(sig.SIG_UNBLOCK, process.WAITED)
         raise RuripyError(errors[0] if errors else "the container could not start.")
-    fields = started[0].split(",")
-    init_pid = int(fields[0])
     ns = {}
-    for f in fields[1:]:
+    for f in named[0].split(","):
         k, _, v = f.partition("=")
         ns[k] = int(v)
     try:
-        pidfd = os.pidfd_open(init_pid)
-        starttime = process.starttime(init_pid)
+        pidfd = os.pidfd_open(pid1)
+        starttime = process.starttime(pid1)
     except OSError:  # a short command already ended, and pid 1 with it
         pidfd, starttime = -1, None
     if starttime is None:  # nothing left to record (or join)
@@ -226,7 +262,7 @@ def start(cfg: dict, argv: list[str] | None, on_ready) -> int:
     else:
         on_ready(
             {
-                "pid": init_pid,
+                "pid": pid1,
                 "starttime": starttime,
                 "boot_id": process.boot_id(),
                 "ns": ns,
@@ -236,7 +272,6 @@ def start(cfg: dict, argv: list[str] | None, on_ready) -> int:
             }
         )
     if cfg.get("detach"):
-        os.waitpid(c1, 0)
         if pidfd < 0:  # its init is already gone: say so rather than report a start
             raise RuripyError("the container stopped right after it started; try 'ruripy run'.")
         os.close(pidfd)
@@ -250,8 +285,8 @@ def start(cfg: dict, argv: list[str] | None, on_ready) -> int:
 
     try:
         if tty_parent is not None:
-            return process.relay(tty_parent, c1, forward)
-        return process.wait_forwarding(c1, forward, status_r)
+            return process.relay(tty_parent, pid1, forward)
+        return process.wait_forwarding(pid1, forward, status_r)
     finally:
         if pidfd >= 0:
             os.close(pidfd)
@@ -260,81 +295,15 @@ def start(cfg: dict, argv: list[str] | None, on_ready) -> int:
 
 
 def _status_pipe() -> tuple[int, int]:
-    """(read end for P, write end for C1) of the pipe C1 writes the command's status on
-    once pid 1 has ended. P hears of it by SIGIO (blocked here, taken with sigwaitinfo)
-    and answers at once, while C1's exit still tears the container's mounts down."""
+    """(read end for P, write end for pid 1) of the pipe pid 1 writes the command's status
+    on once every process of the container has ended. P hears of it by SIGIO (blocked here,
+    taken with sigwaitinfo) and answers at once, while pid 1's exit still tears the
+    container's mounts down."""
     r, w = os.pipe2(os.O_CLOEXEC)
     fcntl.fcntl(r, fcntl.F_SETOWN, os.getpid())
     fcntl.fcntl(r, fcntl.F_SETFL, os.O_NONBLOCK | os.O_ASYNC)
     sig.pthread_sigmask(sig.SIG_BLOCK, (process.SIGIO,))
     return r, w
-
-
-def _c1(cfg, argv, idmap, ready_w, go_r, info_w, flt, host) -> None:
-    if not cfg.get("detach"):
-        syscalls.prctl(syscalls.PR_SET_PDEATHSIG, 9)
-    if idmap:
-        try:
-            syscalls.unshare(syscalls.CLONE_NEWUSER)
-        except OSError:
-            os.write(ready_w, b"U")
-            os._exit(125)
-    os.write(ready_w, b"1")
-    os.close(ready_w)
-    # Rootless, the caller writes the id maps (newuidmap, newgidmap: about 2.5 ms) while
-    # this process makes the other namespaces and forks pid 1, which waits for the maps
-    # before it does anything with an id. This process has every capability of its user
-    # namespace from the start, maps or not. Not with cgroups: the caller moves this
-    # process into them before pid 1 is forked.
-    early = idmap is not None and not cfg.get("cgroups")
-    if not early:
-        _mapped(go_r, idmap)
-    flags = (
-        syscalls.CLONE_NEWNS | syscalls.CLONE_NEWPID | syscalls.CLONE_NEWUTS | syscalls.CLONE_NEWIPC
-    )
-    if cfg.get("net") == "none":
-        flags |= syscalls.CLONE_NEWNET
-    syscalls.unshare(flags)
-    nsdir = os.open("/proc/self/ns", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    c2 = os.fork()
-    if c2 == 0:
-        os.close(nsdir)
-        if not cfg.get("detach"):
-            syscalls.prctl(syscalls.PR_SET_PDEATHSIG, 9)
-        if early:
-            _mapped(go_r, idmap)
-        os.close(go_r)
-        process.child_main(_pid1, cfg, argv, info_w, flt, host, err_fd=info_w)
-    if early:
-        _mapped(go_r, idmap)
-    os.close(go_r)
-    host.close()
-    if cfg.get("tty_sock") is not None:
-        os.close(cfg["tty_sock"])
-    ns = process.own_namespaces(nsdir)  # pid_for_children is readable only once a child exists
-    os.close(nsdir)
-    if not {"mnt", "pid", "uts", "ipc"} <= ns.keys():
-        os.kill(c2, 9)
-        raise RuripyError("could not read the namespaces of the new container.")
-    nsinfo = "".join(f",{k}={v}" for k, v in ns.items())
-    os.write(info_w, f"P{c2}{nsinfo}\0".encode())
-    os.close(info_w)
-    if cfg.get("detach"):
-        os._exit(0)
-    while True:
-        try:
-            _, status = os.waitpid(c2, 0)
-            break
-        except InterruptedError:
-            continue
-    # Every process of the container has ended with pid 1 (the kernel saw to it); tell
-    # the caller now: this process's exit still has to tear the mounts down.
-    code = process.status_code(status)
-    try:
-        os.write(cfg["status_fd"], bytes((code,)))
-    except (KeyError, OSError):
-        pass
-    os._exit(code)
 
 
 def _mapped(go_r: int, idmap) -> None:

@@ -46,15 +46,15 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 _MACHINE = os.uname().machine
 # pivot_root and capset have no libc wrapper everywhere; numbers per architecture.
 _NR = {
-    "x86_64": {"pivot_root": 155, "capset": 126, "capget": 125},
-    "aarch64": {"pivot_root": 41, "capset": 91, "capget": 90},
-    "riscv64": {"pivot_root": 41, "capset": 91, "capget": 90},
-    "armv7l": {"pivot_root": 218, "capset": 185, "capget": 184},
-    "armv8l": {"pivot_root": 218, "capset": 185, "capget": 184},
-    "i686": {"pivot_root": 217, "capset": 185, "capget": 184},
-    "ppc64le": {"pivot_root": 203, "capset": 184, "capget": 183},
-    "s390x": {"pivot_root": 217, "capset": 185, "capget": 184},
-}.get(_MACHINE, {"pivot_root": 41, "capset": 91, "capget": 90})
+    "x86_64": {"pivot_root": 155, "capset": 126, "capget": 125, "clone": 56},
+    "aarch64": {"pivot_root": 41, "capset": 91, "capget": 90, "clone": 220},
+    "riscv64": {"pivot_root": 41, "capset": 91, "capget": 90, "clone": 220},
+    "armv7l": {"pivot_root": 218, "capset": 185, "capget": 184, "clone": 120},
+    "armv8l": {"pivot_root": 218, "capset": 185, "capget": 184, "clone": 120},
+    "i686": {"pivot_root": 217, "capset": 185, "capget": 184, "clone": 120},
+    "ppc64le": {"pivot_root": 203, "capset": 184, "capget": 183, "clone": 120},
+    "s390x": {"pivot_root": 217, "capset": 185, "capget": 184, "clone": 120},
+}.get(_MACHINE, {"pivot_root": 41, "capset": 91, "capget": 90, "clone": 220})
 
 libc.mount.argtypes = (
     ffi.c_char_p,
@@ -88,6 +88,23 @@ def _b(s: str | bytes | None) -> bytes | None:
 
 def unshare(flags: int) -> None:
     _check(libc.unshare(flags), "unshare")
+
+
+def clone(flags: int) -> int:
+    """fork(2) into new namespaces (CLONE_NEW* `flags`): the child's pid, 0 in the child.
+
+    What fork() is made of (clone with SIGCHLD and no new stack: the child runs on a copy of
+    the caller's), with namespace flags, so the child is born in them: pid 1 of a new pid
+    namespace owned by a new user namespace, with no process in between. The caller must be
+    single-threaded. Python's own fork bookkeeping is not needed then: ctypes released the
+    interpreter lock for the call and takes it back in either process, nothing is being
+    imported, and no at-fork hook is registered on the paths that start containers.
+    """
+    args = (ffi.c_ulong(flags | 17), ffi.c_ulong(0))  # SIGCHLD to the parent at exit
+    if _MACHINE == "s390x":  # clone(stack, flags, ...) there
+        args = args[::-1]
+    zero = ffi.c_ulong(0)
+    return _check(libc.syscall(ffi.c_long(_NR["clone"]), *args, zero, zero, zero), "clone")
 
 
 def setns(fd: int, nstype: int = 0) -> None:

@@ -395,7 +395,8 @@ def descendants(pid: int) -> list[int]:
 
 def host_pid_of(container_pid_ns: int, cmdline_part: bytes) -> int | None:
     """Host pid of a process in the pid namespace `container_pid_ns` whose command line
-    contains `cmdline_part` (for checks from the host side)."""
+    contains `cmdline_part` (for checks from the host side). ruripy's own pid 1, whose
+    command line holds the container's command too, is never the answer."""
     for e in os.listdir("/proc"):
         if not e.isdigit():
             continue
@@ -403,8 +404,11 @@ def host_pid_of(container_pid_ns: int, cmdline_part: bytes) -> int | None:
             if os.stat(f"/proc/{e}/ns/pid").st_ino != container_pid_ns:
                 continue
             with open(f"/proc/{e}/cmdline", "rb") as f:
-                if cmdline_part in f.read():
-                    return int(e)
+                argv = f.read().split(b"\0")
+            if any(a == b"ruripy" or a.endswith(b"/ruripy") for a in argv[:3]):
+                continue
+            if cmdline_part in b"\0".join(argv):
+                return int(e)
         except OSError:
             continue
     return None
