@@ -10,7 +10,7 @@ import time
 
 from . import options, profile, running
 from .errors import RuripyError
-from .sandbox import binfmt, caps, idmap, join, launch, process
+from .sandbox import binfmt, caps, idmap, launch, process
 from .store import Store, check_name, write_record
 
 
@@ -172,6 +172,8 @@ def run(name: str, overrides: dict, argv: list[str] | None) -> int:
             os.close(pidfd)
             return proot_session(store, name, overrides, argv)
         cfg = running.exec_cfg(store, state, overrides)
+        from .sandbox import join  # it runs: join it
+
         try:
             return join.join(state, pidfd, cfg, _command(prof, argv))
         except join.Gone:
@@ -254,6 +256,8 @@ def stop_locked(store: Store, name: str, timeout: float) -> bool:
 
             proot.stop(state, pidfd, timeout)
         else:
+            from .sandbox import join
+
             join.stop(state, pidfd, timeout)
     finally:
         os.close(pidfd)

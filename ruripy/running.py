@@ -6,10 +6,11 @@ whole `ruripy exec` path: it imports no module for starting a container (lifecyc
 that), so exec loads as little as it can. Standard library only.
 """
 
+import _signal as signal
 import os
 
 from .errors import RuripyError
-from .sandbox import join
+from .sandbox import process
 from .store import Store, check_name, read_record
 
 
@@ -23,7 +24,7 @@ def find(store: Store, name: str, locked: bool = False) -> tuple[dict, int] | No
     if not os.path.lexists(path):
         return None
     state = _read_state(path)
-    pidfd = join.check_alive(state)
+    pidfd = check_alive(state)
     if pidfd is not None:
         return state, pidfd
     from .sandbox import cgroups  # host side, only for a dead container
@@ -34,7 +35,7 @@ def find(store: Store, name: str, locked: bool = False) -> tuple[dict, int] | No
         return None
     try:
         with store.lock(name, wait=False):
-            again = join.check_alive(_read_state(path))
+            again = check_alive(_read_state(path))
             if again is None:
                 _unlink(path)
             else:
@@ -42,6 +43,55 @@ def find(store: Store, name: str, locked: bool = False) -> tuple[dict, int] | No
     except RuripyError:
         pass  # busy: its holder decides
     return None
+
+
+def check_alive(state: dict) -> int | None:
+    """A pidfd for the state's init if it is still that very process, else None."""
+    pid = state.get("pid")
+    if not isinstance(pid, int) or pid <= 1:
+        return None
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return None
+    try:
+        if (
+            state.get("boot_id") != process.boot_id()
+            or process.starttime(pid) != state.get("starttime")
+            or not _in_container_namespaces(pid, state)
+        ):
+            os.close(pidfd)
+            return None
+        signal.pidfd_send_signal(pidfd, 0)  # still the process the checks were about
+    except OSError:
+        os.close(pidfd)
+        return None
+    return pidfd
+
+
+def _in_container_namespaces(pid: int, state: dict) -> bool:
+    """`pid` is in the namespaces recorded at start, and they are not the caller's own.
+
+    A recycled pid, or a state file naming an ordinary host process, fails here, before
+    anything joins it (P0-N3).
+    """
+    if state.get("backend") == "proot":  # no namespaces: it must be that proot process
+        from .sandbox import proot
+
+        return proot.is_session(pid, state)
+    ns = state.get("ns")
+    if not isinstance(ns, dict):
+        return False
+    names = ("mnt", "pid", "uts", "ipc") + (("user",) if state.get("rootless") else ())
+    for n in names:
+        want = ns.get(n)
+        if not isinstance(want, int):
+            return False
+        if os.stat(f"/proc/{pid}/ns/{n}").st_ino != want:
+            return False
+        if os.stat(f"/proc/self/ns/{n}").st_ino == want:
+            return False
+    return True
 
 
 def _read_state(path: str) -> dict:
@@ -90,6 +140,8 @@ def exec_(name: str, overrides: dict, argv: list[str]) -> int:
     found = find(store, name)
     if found and found[0].get("backend") != "proot":
         state, pidfd = found
+        from .sandbox import join
+
         return join.join(state, pidfd, exec_cfg(store, state, overrides), argv)
     if found:
         os.close(found[1])

@@ -79,9 +79,13 @@ def _paused_before_join(r, command: str, *args: str) -> tuple[subprocess.Popen, 
 
 
 def _resume(p: subprocess.Popen, pid: int) -> None:
-    """SIGCONT the paused ruripy, and runuser above it (which stops itself with its child)."""
-    for who in {p.pid, pid}:
-        os.kill(who, signal.SIGCONT)
+    """SIGCONT the paused ruripy, then runuser above it (which stops itself with its child,
+    and may have reaped it by then)."""
+    for who in (pid, p.pid):
+        try:
+            os.kill(who, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
 
 
 def test_run_that_finds_its_container_stopped_as_it_joins_starts_it_afresh(obox):

@@ -1,7 +1,8 @@
 """Joining a running container (`ruripy exec`): P (setns through a pidfd) -> C3.
 
-The init is pinned by a pidfd and checked (boot id, start time, namespace identity) before
-anything joins it, so a recycled pid is never entered (P0-N3). Nothing new is mounted.
+The init is pinned by a pidfd and checked (running.check_alive: boot id, start time,
+namespace identity) before anything joins it, so a recycled pid is never entered (P0-N3).
+Nothing new is mounted.
 Kept apart from launch.py so the exec path imports only what a join needs.
 Standard library only.
 """
@@ -15,55 +16,6 @@ from . import process, seccomp_cache, syscalls
 
 class Gone(RuripyError):
     """The container's init ended before anything joined it: nothing has changed."""
-
-
-def check_alive(state: dict) -> int | None:
-    """A pidfd for the state's init if it is still that very process, else None."""
-    pid = state.get("pid")
-    if not isinstance(pid, int) or pid <= 1:
-        return None
-    try:
-        pidfd = os.pidfd_open(pid)
-    except OSError:
-        return None
-    try:
-        if (
-            state.get("boot_id") != process.boot_id()
-            or process.starttime(pid) != state.get("starttime")
-            or not _in_container_namespaces(pid, state)
-        ):
-            os.close(pidfd)
-            return None
-        sig.pidfd_send_signal(pidfd, 0)  # still the process the checks were about
-    except OSError:
-        os.close(pidfd)
-        return None
-    return pidfd
-
-
-def _in_container_namespaces(pid: int, state: dict) -> bool:
-    """`pid` is in the namespaces recorded at start, and they are not the caller's own.
-
-    A recycled pid, or a state file naming an ordinary host process, fails here, before
-    anything joins it (P0-N3).
-    """
-    if state.get("backend") == "proot":  # no namespaces: it must be that proot process
-        from . import proot
-
-        return proot.is_session(pid, state)
-    ns = state.get("ns")
-    if not isinstance(ns, dict):
-        return False
-    names = ("mnt", "pid", "uts", "ipc") + (("user",) if state.get("rootless") else ())
-    for n in names:
-        want = ns.get(n)
-        if not isinstance(want, int):
-            return False
-        if os.stat(f"/proc/{pid}/ns/{n}").st_ino != want:
-            return False
-        if os.stat(f"/proc/self/ns/{n}").st_ino == want:
-            return False
-    return True
 
 
 def join(state: dict, pidfd: int, cfg: dict, argv: list[str]) -> int:
