@@ -14,11 +14,13 @@ started as root (it re-runs itself through runuser) and as the caller otherwise:
 
 ruripy runs through the installed console script (/opt/ruripy-venv/bin/ruripy, else
 `python -m ruripy`) with PYTHONPATH pointing at a world-readable copy of this checkout, so
-the code measured is the working tree. Timing uses hyperfine (-N, warm-ups) when it is
-installed, else a loop here (median of --runs). Prints medians and the ratios; targets:
-run <= 8x bwrap, exec <= 8x nsenter, create < 0.3 s and < 1 MB with overlay.
+the code measured is the working tree. The commands compared take turns in every round
+(5 warm-up rounds, then --runs; the host's speed drifts over seconds, and a ratio must
+compare like with like); --hyperfine times each in a block of its own with hyperfine -N
+instead. Prints medians and the ratios; targets: run <= 8x bwrap, exec <= 8x nsenter,
+create < 0.3 s and < 1 MB with overlay.
 
-Usage: bench/launch.py [--runs N] [--loop] [--keep] [--json]
+Usage: bench/launch.py [--runs N] [--hyperfine] [--keep] [--json]
 """
 
 from __future__ import annotations
@@ -100,26 +102,40 @@ def du(path: str) -> int:
 # -- timing -----------------------------------------------------------------------------------
 
 
-def median_loop(argv: list[str], runs: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def interleaved(commands: dict[str, list[str]], runs: int, warmup: int = 5) -> dict[str, float]:
+    """Median seconds of each command, the commands taking turns (in alternating order) in
+    every round: this host's speed drifts by tens of percent over seconds, and a ratio must
+    compare runs made under the same conditions. CPU: mean user + system of the command
+    and the children it waited for (os.wait4)."""
+    names = list(commands)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}
+    quiet = [(os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)]
+    for i in range(warmup + runs):
+        for name in names if i % 2 == 0 else names[::-1]:
+            argv = commands[name]
+            t0 = time.perf_counter()
+            pid = os.posix_spawnp(argv[0], argv, os.environ, file_actions=quiet)
+            _, status, usage = os.wait4(pid, 0)
+            took = time.perf_counter() - t0
+            if status:
+                sys.exit(f"{name}: {' '.join(argv)} failed (wait status {status})")
+            if i >= warmup:
+                times[name].append(took)
+                cpu[name].append(usage.ru_utime + usage.ru_stime)
+    CPU.update({n: statistics.mean(v) for n, v in cpu.items()})
+    return {n: statistics.median(v) for n, v in times.items()}
 
 
 def compare(commands: dict[str, list[str]], runs: int, workdir: str) -> dict[str, float]:
-    """Median seconds of each command: hyperfine -N when installed, else our own loop."""
+    """Median seconds of each command: interleaved (default), or hyperfine -N blocks."""
     for name, argv in commands.items():  # each must work before it is timed
         p = subprocess.run(argv, capture_output=True, text=True)
         if p.returncode:
             sys.exit(f"{name}: {' '.join(argv)} failed ({p.returncode}): {p.stderr.strip()}")
-    hf = None if OWN_LOOP else shutil.which("hyperfine")
+    hf = shutil.which("hyperfine") if HYPERFINE else None
     if not hf:
-        return {name: median_loop(argv, runs) for name, argv in commands.items()}
+        return interleaved(commands, runs)
     out = os.path.join(workdir, "hyperfine.json")
     argv = [hf, "-N", "--style", "basic", "--warmup", "5", "--runs", str(runs)]
     argv += ["--export-json", out]
@@ -132,8 +148,8 @@ def compare(commands: dict[str, list[str]], runs: int, workdir: str) -> dict[str
     return {r["command"]: r["median"] for r in results}
 
 
-OWN_LOOP = False  # --loop: time with our own loop even when hyperfine is installed
-CPU: dict[str, float] = {}  # mean user+system seconds per command (hyperfine only)
+HYPERFINE = False  # --hyperfine: time each command in a block of its own with hyperfine -N
+CPU: dict[str, float] = {}  # mean user+system seconds per command
 
 
 # -- the benchmark ------------------------------------------------------------------------------
@@ -154,8 +170,8 @@ def measure(work: str, runs: int) -> dict:
     image = ruripy("pull", "--quiet", tar).stdout.strip()
     ruripy("create", "box", image)
     out: dict = {"user": pwd.getpwuid(os.geteuid()).pw_name, "tool": "hyperfine -N"}
-    if OWN_LOOP or not shutil.which("hyperfine"):
-        out["tool"] = f"own loop, median of {runs}"
+    if not (HYPERFINE and shutil.which("hyperfine")):
+        out["tool"] = f"interleaved, median of {runs}"
     out["ruripy"] = " ".join(rp)
 
     # run
@@ -278,11 +294,13 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=100, help="timed runs per command (default 100)")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
-    ap.add_argument("--loop", action="store_true", help="time with our own loop, not hyperfine")
+    ap.add_argument(
+        "--hyperfine", action="store_true", help="time with hyperfine -N, one command at a time"
+    )
     ap.add_argument("--work", help=argparse.SUPPRESS)  # set when re-run as the test user
     args = ap.parse_args()
-    global OWN_LOOP
-    OWN_LOOP = args.loop
+    global HYPERFINE
+    HYPERFINE = args.hyperfine
     path = os.environ.get("PATH", "/usr/bin:/bin").split(":")
     os.environ["PATH"] = ":".join(path + [d for d in ("/usr/sbin", "/sbin") if d not in path])
 
@@ -302,7 +320,7 @@ def main() -> None:
         }
         argv = [PY, os.path.abspath(__file__), "--work", work, "--runs", str(args.runs)]
         argv += ["--json"] if args.json else []
-        argv += ["--loop"] if args.loop else []
+        argv += ["--hyperfine"] if args.hyperfine else []
         try:
             code = subprocess.run(
                 ["runuser", "-u", user.pw_name, "--", "env", "-i"]
