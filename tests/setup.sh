@@ -12,7 +12,7 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
   uidmap busybox-static bubblewrap libseccomp2 python3 python3-venv python3-pip gcc libc6-dev \
   skopeo umoci docker-registry openssl proot qemu-user-static hyperfine man-db groff-base \
-  xz-utils zstd bzip2 curl util-linux tmux zsh fish >/dev/null
+  xz-utils zstd bzip2 curl util-linux tmux zsh fish btrfs-progs >/dev/null
 
 # Foreign-architecture tests: Debian's static busybox for arm64 (run through qemu-user-static).
 data=/opt/ruripy-testdata

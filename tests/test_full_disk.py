@@ -1,6 +1,7 @@
 """A full disk: every command that writes a lot into ruripy's storage (pull of an LXC image,
 a tarball or a registry image; import of a tarball or a folder; create by copy; clone) and
-export's output file fail with one line and exit status 125, and leave nothing behind.
+export's output file fail with one line and exit status 125, and leave nothing behind. So
+does a pull that runs out of inodes, or of a quota (EDQUOT, a btrfs quota group).
 
 The disks are real: a tmpfs mounted for the test (owned by the test user for rootless
 runs), holding the storage root in store/ and a ballast file beside it that fills the disk
@@ -125,6 +126,46 @@ def full(request, src_copy, small_disk):
     runner.disk = disk.view
     yield runner
     kill_leftovers(runner.home)
+
+
+@pytest.fixture(params=["rootless", "privileged"])
+def quota(request, src_copy, small_disk):
+    """A runner (as the test user, then as root) whose storage root is a btrfs subvolume
+    with a quota group limit of QUOTA bytes: writing past it is EDQUOT, not ENOSPC. The
+    file system is a loop-mounted image in the disk's own mount namespace."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a loop device needs root")
+    if not shutil.which("mkfs.btrfs"):
+        pytest.skip("mkfs.btrfs is missing (apt-get install btrfs-progs)")
+    user = request.getfixturevalue("test_user") if request.param == "rootless" else None
+    disk = small_disk(None)
+    image = os.path.join(os.path.dirname(disk.path), "btrfs.img")
+    with open(image, "wb") as f:
+        f.truncate(160 * MB)  # sparse; mkfs.btrfs wants about 115 MB at least
+    sub = os.path.join(disk.path, "quota")
+    steps = [
+        ["mkfs.btrfs", "-q", "-f", image],
+        ["mount", "-o", "loop", image, disk.path],
+        ["btrfs", "quota", "enable", disk.path],
+        ["btrfs", "subvolume", "create", sub],
+        ["btrfs", "qgroup", "limit", str(QUOTA), sub],
+    ]
+    if user is not None:
+        steps.append(["chown", f"{user.pw_uid}:{user.pw_gid}", sub])
+    for argv in steps:
+        in_ns = argv[0] != "mkfs.btrfs"
+        cmd = ["nsenter", "-t", str(disk.holder.pid), "-m", "--", *argv] if in_ns else argv
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"no btrfs quota groups here ({' '.join(argv[:3])}: {r.stderr.strip()})")
+    runner = disk.enter(Runner(src_copy, "", user), os.path.join(sub, "store"))
+    runner.subvolume = sub
+    yield runner
+    kill_leftovers(runner.home)
+    subprocess.run(["nsenter", "-t", str(disk.holder.pid), "-m", "--", "umount", disk.path])
+
+
+QUOTA = 6 * MB
 
 
 def fill(disk: str, leave: int) -> None:
@@ -290,6 +331,26 @@ def test_pull_lxc_out_of_inodes(full, big_mirror, big, extra):
     assert r.returncode == 0, r.stderr
     (img,) = os.listdir(full.host_path("images"))
     assert_random_files(full.host_path("images", img, "rootfs"), big[1])
+
+
+def test_pull_lxc_over_quota(quota, big_mirror, big):
+    """A quota (EDQUOT) runs out while the 4 MB download and its unpacking fill it: one
+    line that says so, nothing left; with the limit lifted the same pull works."""
+    r = quota("pull", "debian:bookworm", "--mirror", big_mirror.url)
+    assert r.returncode == 125, (r.returncode, r.stderr)
+    assert r.stdout == "" and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.rstrip("\n").split("\n")[-1] == (
+        f"ruripy: disk quota exceeded in {quota.home} while pulling debian:bookworm; "
+        f"free some space{STORE_HINT} and try again."
+    ), r.stderr
+    assert contents(quota.host_path()) == set()
+    assert listed(quota, "images") == []
+    lift = ["btrfs", "qgroup", "limit", "none", quota.subvolume]
+    subprocess.run(["nsenter", "-t", str(quota.pid), "-m", "--", *lift], check=True)
+    r = quota("pull", "debian:bookworm", "--mirror", big_mirror.url, "-q")
+    assert r.returncode == 0, r.stderr
+    (img,) = os.listdir(quota.host_path("images"))
+    assert_random_files(quota.host_path("images", img, "rootfs"), big[1])
 
 
 def test_pull_tarball(full, big_tarball, big):
