@@ -214,15 +214,17 @@ def contents(home: str) -> set[str]:
     return found
 
 
-def fails_full(r, where: str, doing: str, store: bool = True) -> None:
-    """Exit 125 and, after any progress lines, exactly one line saying the disk is full."""
+def fails_full(
+    r, where: str, doing: str, store: bool = True, reason: str = "no space left on device"
+) -> None:
+    """Exit 125 and, after any progress lines, exactly one line saying the disk is full
+    (or, with `reason`, that the quota is used up)."""
     assert r.returncode == 125, (r.returncode, r.stdout, r.stderr)
     assert r.stdout == "" and "Traceback" not in r.stderr, r.stderr
     lines = r.stderr.rstrip("\n").split("\n")
     hint = STORE_HINT if store else ""
     assert lines[-1] == (
-        f"ruripy: no space left on device in {where} while {doing}; "
-        f"free some space{hint} and try again."
+        f"ruripy: {reason} in {where} while {doing}; free some space{hint} and try again."
     ), r.stderr
     assert [line for line in lines if line.startswith("ruripy:")] == [lines[-1]], r.stderr
 
@@ -337,12 +339,7 @@ def test_pull_lxc_over_quota(quota, big_mirror, big):
     """A quota (EDQUOT) runs out while the 4 MB download and its unpacking fill it: one
     line that says so, nothing left; with the limit lifted the same pull works."""
     r = quota("pull", "debian:bookworm", "--mirror", big_mirror.url)
-    assert r.returncode == 125, (r.returncode, r.stderr)
-    assert r.stdout == "" and "Traceback" not in r.stderr, r.stderr
-    assert r.stderr.rstrip("\n").split("\n")[-1] == (
-        f"ruripy: disk quota exceeded in {quota.home} while pulling debian:bookworm; "
-        f"free some space{STORE_HINT} and try again."
-    ), r.stderr
+    fails_full(r, quota.home, "pulling debian:bookworm", reason="disk quota exceeded")
     assert contents(quota.host_path()) == set()
     assert listed(quota, "images") == []
     lift = ["btrfs", "qgroup", "limit", "none", quota.subvolume]

@@ -26,15 +26,8 @@ def join(state: dict, pidfd: int, cfg: dict, argv: list[str]) -> int:
     inside the container's mounts: nothing may be imported or opened by a host path after
     it, so everything it needs is loaded before, and imports are shut off.
     """
-    flt = seccomp_cache.prepare(
-        cfg.get("seccomp") or "default",
-        cfg.get("deny_syscall") or (),
-        caps=cfg.get("cap_keep"),
-        cache=cfg.get("seccomp_cache"),
-    )
-    flags = (
-        syscalls.CLONE_NEWNS | syscalls.CLONE_NEWPID | syscalls.CLONE_NEWUTS | syscalls.CLONE_NEWIPC
-    )
+    flt = seccomp_cache.for_plan(cfg)
+    flags = syscalls.CONTAINER_NAMESPACES
     if state.get("rootless"):
         flags |= syscalls.CLONE_NEWUSER
     if state.get("net") == "none":

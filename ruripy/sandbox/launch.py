@@ -166,15 +166,8 @@ def start(cfg: dict, argv: list[str] | None, on_ready) -> int:
     if idmap and idmap.warning():
         process.say(idmap.warning()[len("ruripy: ") :])
     host = mounts.HostResources(cfg)  # opens and checks host files before any namespace
-    flt = seccomp_cache.prepare(
-        cfg.get("seccomp") or "default",
-        cfg.get("deny_syscall") or (),
-        caps=cfg.get("cap_keep"),
-        cache=cfg.get("seccomp_cache"),
-    )
-    flags = (
-        syscalls.CLONE_NEWNS | syscalls.CLONE_NEWPID | syscalls.CLONE_NEWUTS | syscalls.CLONE_NEWIPC
-    )
+    flt = seccomp_cache.for_plan(cfg)
+    flags = syscalls.CONTAINER_NAMESPACES
     if cfg.get("net") == "none":
         flags |= syscalls.CLONE_NEWNET
     if idmap:

@@ -68,6 +68,16 @@ class Program:
             )
 
 
+def for_plan(cfg: dict) -> "Program | Filter | None":
+    """The filter a launch plan or an exec's settings ask for (through the cache)."""
+    return prepare(
+        cfg.get("seccomp") or "default",
+        cfg.get("deny_syscall") or (),
+        caps=cfg.get("cap_keep"),
+        cache=cfg.get("seccomp_cache"),
+    )
+
+
 def prepare(
     mode: str = "default",
     deny: "Sequence[str]" = (),
