@@ -885,9 +885,8 @@ def make_tar(entries: list[tuple[str, bytes | None]], links: dict | None = None)
     links {name: target} (mode 0755) after them."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for name, target in (links or {}).items():
-            entries = [*entries, (name, ("link", target))]
-        for name, content in entries:
+        hard = [(name, ("link", target)) for name, target in (links or {}).items()]
+        for name, content in [*entries, *hard]:
             ti = tarfile.TarInfo(name)
             ti.mtime = 1700000000
             if isinstance(content, tuple):

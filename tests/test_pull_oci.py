@@ -711,9 +711,7 @@ def test_whiteout_of_a_nested_folder(reg, runner):
          ("usr/lib/old/sub/f", b"f"), ("usr/lib/keep", b"k"), ("usr/lib/link", None)]
     )  # fmt: skip
     upper = make_tar([("usr/lib/.wh.old", b""), ("usr/lib/.wh.link", b""), ("usr/lib/new", b"n")])
-    layers = [(gzip.compress(lower), "application/vnd.oci.image.layer.v1.tar+gzip"),
-              (gzip.compress(upper), "application/vnd.oci.image.layer.v1.tar+gzip")]  # fmt: skip
-    registry.push_image(reg.plain.url, "test/rmdir", "1", layers)
+    registry.push_image(reg.plain.url, "test/rmdir", "1", _gz_layers(lower, upper))
     ref = f"{reg.plain.host}/test/rmdir:1"
     r = runner("pull", f"docker://{ref}", "--quiet")
     assert r.returncode == 0, r.stderr
@@ -727,9 +725,7 @@ def test_hard_link_to_a_file_of_a_lower_layer(reg, runner):
     is still refused."""
     lower = make_tar([("usr/", None), ("usr/bin/", None), ("usr/bin/tool", b"#!/bin/sh\n")])
     upper = make_tar([], links={"usr/bin/alias": "usr/bin/tool"})
-    layers = [(gzip.compress(lower), "application/vnd.oci.image.layer.v1.tar+gzip"),
-              (gzip.compress(upper), "application/vnd.oci.image.layer.v1.tar+gzip")]  # fmt: skip
-    registry.push_image(reg.plain.url, "test/hardlink", "1", layers)
+    registry.push_image(reg.plain.url, "test/hardlink", "1", _gz_layers(lower, upper))
     ref = f"{reg.plain.host}/test/hardlink:1"
     r = runner("pull", f"docker://{ref}", "--quiet")
     assert r.returncode == 0, r.stderr
@@ -740,14 +736,16 @@ def test_hard_link_to_a_file_of_a_lower_layer(reg, runner):
     assert tool.st_mode & 0o7777 == 0o755
     # a layer that links a file of nothing below it
     only = make_tar([("etc/", None)], links={"etc/x": "usr/bin/tool"})
-    registry.push_image(
-        reg.plain.url, "test/hardlink", "2",
-        [(gzip.compress(only), "application/vnd.oci.image.layer.v1.tar+gzip")],
-    )  # fmt: skip
+    registry.push_image(reg.plain.url, "test/hardlink", "2", _gz_layers(only))
     fails(
         runner("pull", f"docker://{reg.plain.host}/test/hardlink:2"),
         "is a hard link to 'usr/bin/tool', which is missing",
     )
+
+
+def _gz_layers(*tars: bytes) -> list[tuple[bytes, str]]:
+    """Layers for registry.push_image: each tar gzip-compressed, with its media type."""
+    return [(gzip.compress(t), "application/vnd.oci.image.layer.v1.tar+gzip") for t in tars]
 
 
 def _tar_gz(entries):

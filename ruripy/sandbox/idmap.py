@@ -7,7 +7,7 @@ The one place that spawns newuidmap and newgidmap. Standard library only.
 import os
 
 from ..errors import RuripyError
-from . import syscalls
+from . import process, syscalls
 
 SUBID_FILES = ("/etc/subuid", "/etc/subgid")
 NEWIDMAP = ("newuidmap", "newgidmap")
@@ -158,19 +158,11 @@ def userns_unavailable_reason(sysctl: str = "/proc/sys") -> str:
     )
 
 
-def _boot_id() -> str:
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
-
-
 def userns_blocked(cache_dir: str) -> bool:
     """True when an earlier run found this boot's kernel refusing user namespaces."""
     try:
         with open(os.path.join(cache_dir, "userns-blocked"), "rb") as f:
-            return f.read(64).decode(errors="replace").strip() == _boot_id()
+            return f.read(64).decode(errors="replace").strip() == process.boot_id()
     except OSError:
         return False
 
@@ -196,7 +188,7 @@ def note_userns_blocked(cache_dir: str) -> bool:
     from ..store import write_atomic  # only after a refused start
 
     try:
-        write_atomic(os.path.join(cache_dir, "userns-blocked"), (_boot_id() + "\n").encode())
+        write_atomic(os.path.join(cache_dir, "userns-blocked"), (process.boot_id() + "\n").encode())
     except OSError:
         pass
     return True
