@@ -5,6 +5,7 @@ test_containers.py, test_lifecycle.py and test_exec.py)."""
 import hashlib
 import json
 import os
+import pty
 import subprocess
 import sys
 import time
@@ -142,3 +143,25 @@ def python_as(r, code: str, *args: str, timeout: float = 60) -> subprocess.Compl
         timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
+
+
+def in_pty(argv: list[str], script: bytes, timeout: float = 30) -> tuple[int, bytes]:
+    """Run argv on a new terminal (as from a user's terminal), typing `script` into it;
+    (exit status, everything it wrote)."""
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execvp(argv[0], argv)
+    out = b""
+    os.write(fd, script)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), out

@@ -3,6 +3,7 @@ container's namespaces (nothing new, nothing mounted), applies the profile's use
 environment, capabilities, seccomp and no_new_privs, returns the command's status, and
 copes with 50 joins at once."""
 
+import json
 import os
 import signal
 import subprocess
@@ -10,7 +11,7 @@ import subprocess
 import pytest
 
 pytest.register_assert_rewrite("boxes")
-from boxes import fails, ok, ps, wait_for  # noqa: E402
+from boxes import fails, in_pty, ok, ps, wait_for  # noqa: E402
 
 pytest_plugins = ("boxes",)  # fixtures: bb_tar, image, obox
 
@@ -201,3 +202,43 @@ def test_exec_into_a_stopped_container_fails_clearly(obox):
     fails(r("exec", "nope", "true"), "no such container: nope")
     fails(r("exec", "box"), "needs a command")
     fails(r("exec", "box", "--hostname", "x", "true"))  # not an exec option
+
+
+def test_exec_under_a_profile_that_refuses_clone3_with_eperm(obox, workdir):
+    """A seccomp profile that answers clone3 with EPERM (as older container profiles did):
+    glibc's posix_spawn then fails instead of falling back to clone, and exec starts the
+    command with a fork instead, in the same clean state."""
+    r = obox
+    profile = os.path.join(workdir, "no-clone3.json")
+    with open(profile, "w") as f:
+        json.dump(
+            {
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [{"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}],
+            },
+            f,
+        )
+    os.chmod(profile, 0o644)
+    ok(r("config", "box", "--set", f"seccomp={profile}"))
+    ok(r("start", "box"))
+    try:
+        script = "grep -E '^(SigBlk|SigIgn|Seccomp):' /proc/self/status; echo $$ $PPID"
+        out = ok(r("exec", "box", "sh", "-c", script)).stdout.split("\n")
+        assert out[:3] == ["SigBlk:\t0000000000000000", "SigIgn:\t0000000000000000", "Seccomp:\t2"]
+        assert out[3].split()[1] == "0"  # its parent is outside the container's pid namespace
+        fails(r("exec", "box", "nope"), "nope: command not found in the container", status=127)
+    finally:
+        ok(r("stop", "box"))
+
+
+def test_exec_tty_gives_a_new_controlling_terminal(started):
+    """exec -t: a new pty of the container's devpts is the command's stdio and controlling
+    terminal (a session of its own), relayed to the caller's terminal, status passed on."""
+    r = started
+    script = "tty; set -- $(cat /proc/$$/stat); echo pid=$1 sid=$6 tty_nr=$7; exit 7"
+    code, out = in_pty(r.argv("exec", "-t", "box", "sh", "-c", script), b"")
+    assert code == 7, out
+    lines = out.decode().replace("\r", "").splitlines()
+    assert lines[0].startswith("/dev/pts/"), lines
+    fields = dict(x.split("=") for x in lines[1].split())
+    assert fields["sid"] == fields["pid"] and fields["tty_nr"] != "0", lines

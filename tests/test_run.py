@@ -4,7 +4,6 @@ Every test drives the real CLI (tests/conftest.py runners) on a busybox rootfs.
 """
 
 import os
-import pty
 import pwd
 import signal
 import subprocess
@@ -14,6 +13,9 @@ import time
 
 import pytest
 from conftest import TEST_ROOT, Runner, busybox_rootfs
+
+pytest.register_assert_rewrite("boxes")
+from boxes import in_pty  # noqa: E402
 
 
 def _subuid_start(user: str) -> int:
@@ -412,37 +414,15 @@ def test_privileged_layout(privileged, rootfs_dir):
 # -- terminals ---------------------------------------------------------------------------------
 
 
-def _in_pty(argv: list[str], script: bytes, timeout: float = 30) -> tuple[int, bytes]:
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.execvp(argv[0], argv)
-    out = b""
-    os.write(fd, script)
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        out += chunk
-    _, status = os.waitpid(pid, 0)
-    os.close(fd)
-    return os.waitstatus_to_exitcode(status), out
-
-
 def test_tty_gives_a_new_pty(box):
-    code, out = _in_pty(box.argv("run", "-t", "box", "sh", "-c", "tty; exit 9"), b"")
+    code, out = in_pty(box.argv("run", "-t", "box", "sh", "-c", "tty; exit 9"), b"")
     assert code == 9
     assert b"/dev/pts/0" in out
 
 
 def test_shared_terminal_job_control(box):
     # Without -t the caller's terminal is shared: the shell sees a terminal and exits as told.
-    code, out = _in_pty(
-        box.argv("run", "box", "sh", "-c", "[ -t 0 ] && echo is-a-tty; exit 5"), b""
-    )
+    code, out = in_pty(box.argv("run", "box", "sh", "-c", "[ -t 0 ] && echo is-a-tty; exit 5"), b"")
     assert code == 5
     assert b"is-a-tty" in out
 

@@ -1,4 +1,4 @@
-"""Joining a running container (`ruripy exec`): P (setns through a pidfd) -> C3.
+"""Joining a running container (`ruripy exec`): P (setns through a pidfd) -> the command.
 
 The init is pinned by a pidfd and checked (running.check_alive: boot id, start time,
 namespace identity) before anything joins it, so a recycled pid is never entered (P0-N3).
@@ -21,10 +21,11 @@ class Gone(RuripyError):
 def join(state: dict, pidfd: int, cfg: dict, argv: list[str]) -> int:
     """Run `argv` in the running container `state` describes (pidfd pins its init).
 
-    This process joins the container's namespaces itself and forks the command's process
-    (a pid namespace is entered by the children of who joins it). From the setns on it is
-    inside the container's mounts: nothing may be imported or opened by a host path after
-    it, so everything it needs is loaded before, and imports are shut off.
+    This process joins the container's namespaces itself, takes the profile's user,
+    capabilities and seccomp filter, and starts the command with posix_spawn (a pid
+    namespace is entered by the children of who joins it). From the setns on it is inside
+    the container's mounts: nothing may be imported or opened by a host path after it, so
+    everything it needs is loaded before, and imports are shut off.
     """
     flt = seccomp_cache.for_plan(cfg)
     flags = syscalls.CONTAINER_NAMESPACES
@@ -32,10 +33,13 @@ def join(state: dict, pidfd: int, cfg: dict, argv: list[str]) -> int:
         flags |= syscalls.CLONE_NEWUSER
     if state.get("net") == "none":
         flags |= syscalls.CLONE_NEWNET
-    tty_parent = process.tty_socket(cfg)
+    terminal = None
+    if cfg.get("tty"):
+        from . import terminal  # here, on the host: the relay runs inside
     nsdir = os.open("/proc/self/ns", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     process.block_signals()
-    # Nothing of the container may trace this process once it is in there (P0-E7).
+    # Nothing of the container may trace this process once it is in there (P0-E7). It is
+    # not in the container's pid namespace either: no process of the container sees it.
     syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
     process.test_pause("join")
     try:
@@ -45,7 +49,7 @@ def join(state: dict, pidfd: int, cfg: dict, argv: list[str]) -> int:
             raise Gone("the container is not running (its init has exited).") from None
         raise
     finally:
-        os.close(pidfd)  # the command's process must not inherit it (P0-E5)
+        os.close(pidfd)
     process.seal_imports()
     try:
         _check_joined(state, nsdir)
@@ -57,25 +61,48 @@ def join(state: dict, pidfd: int, cfg: dict, argv: list[str]) -> int:
         os.setgroups([])
     os.chdir("/")
     try:
-        c3 = os.fork()
-    except OSError as e:  # ENOMEM: the pid namespace lost its init after the setns
-        raise RuripyError(f"the container is not running ({e.strerror}).") from None
-    if c3 == 0:
-        if tty_parent is not None:
-            tty_parent.close()
-        process.child_main(process.become, cfg, argv, flt)
-    if tty_parent is not None:
-        os.close(cfg["tty_sock"])
+        child, master = _start(cfg, argv, flt, terminal)
+    except OSError as e:
+        raise RuripyError(process.oserror_text(e)) from None
+    if child < 0:
+        return -child
 
     def forward(signo: int) -> None:
         try:
-            os.kill(c3, signo)  # our own child: its pid cannot be reused before we reap it
+            os.kill(child, signo)  # our own child: its pid cannot be reused before we reap it
         except ProcessLookupError:
             pass
 
-    if tty_parent is not None:
-        return process.relay(tty_parent, c3, forward)
-    return process.wait_forwarding(c3, forward)
+    if master is not None:
+        return terminal.relay(master, child, forward)
+    return process.wait_forwarding(child, forward)
+
+
+def _start(cfg: dict, argv: list[str], flt, terminal) -> tuple[int, int | None]:
+    """In the container: take the user, capabilities, working folder and seccomp filter
+    (the command inherits them), then start the command. (pid, terminal master), or
+    (-status, None) when it could not start."""
+    process.test_pause_dumpable()
+    user = process.resolve_user(cfg.get("user"))
+    os.closerange(3, 1 << 16)  # what the caller left open (P0-E5); ours are close-on-exec
+    master = slave = tty = None
+    if terminal is not None:
+        master, slave, tty = terminal.open_pty(user[0], 5)
+        os.set_inheritable(slave, False)  # held until the command has opened it by path
+    try:
+        cmd, env = process.assume(cfg, user, argv)
+        if cfg.get("no_new_privs", True):
+            syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
+        if flt is not None:
+            flt.load()
+        try:
+            child = process.spawn(cmd, env, tty is not None or not os.isatty(0), tty)
+        except OSError as e:
+            return -process.not_run(cmd, e), None
+    finally:
+        if slave is not None:
+            os.close(slave)
+    return child, master
 
 
 def _check_joined(state: dict, nsdir: int) -> None:

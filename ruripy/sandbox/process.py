@@ -151,20 +151,56 @@ def command(argv: list[str] | None) -> list[str]:
     raise RuripyError("the container has neither /bin/bash nor /bin/sh; give a command to run.")
 
 
-def become(cfg: dict, argv: list[str] | None, flt) -> None:
-    """In C3, inside the container: user, capabilities, workdir, fds, seccomp, exec. No return."""
+def test_pause_dumpable() -> None:
+    """The test hook RURIPY_TEST_PAUSE=1 (tests/security, P0-E7): the process that is
+    about to start the command says whether it is dumpable, then stops until a SIGCONT."""
     if TEST_PAUSE == "1":
         dumpable = syscalls.prctl(syscalls.PR_GET_DUMPABLE)
         os.write(2, f"ruripy-test-pause pid={os.getpid()} dumpable={dumpable}\n".encode())
         os.kill(os.getpid(), 19)  # SIGSTOP
-    uid, gid, groups, home = resolve_user(cfg.get("user"))
+
+
+def become(cfg: dict, argv: list[str] | None, flt) -> None:
+    """In C3 of a start, inside the container: user, capabilities, workdir, fds, seccomp
+    last, exec. No return."""
+    test_pause_dumpable()
+    user = resolve_user(cfg.get("user"))
     sock = cfg.get("tty_sock")
     if sock is not None:
-        master, slave = terminal.open_pty(uid, 5)
+        master, slave, _ = terminal.open_pty(user[0], 5)
         terminal.send_master(sock, master)
         os.close(master)
         os.close(sock)
         os.login_tty(slave)
+    cmd, env = assume(cfg, user, argv)
+    if cfg.get("detach_stdio"):
+        null = os.open("/dev/null", os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.close(null)
+    if sock is None and not os.isatty(0):
+        # Not on a terminal: a session of its own, so TIOCSTI cannot reach the caller's
+        # terminal (runtime.md 6.1).
+        try:
+            os.setsid()
+        except OSError:
+            pass
+    os.closerange(3, 1 << 16)
+    if cfg.get("no_new_privs", True):
+        syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
+    syscalls.reset_signals()
+    if flt is not None:
+        flt.load()
+    try:
+        execvpe(cmd, env)
+    except OSError as e:
+        os._exit(not_run(cmd, e))
+
+
+def assume(cfg: dict, user: tuple, argv: list[str] | None) -> tuple[list[str], dict]:
+    """Inside the container, take `user` (resolve_user) and the profile's capabilities
+    and working folder; return the command and its environment."""
+    uid, gid, groups, home = user
     keep = cfg["cap_keep"]
     caps.drop_bounding(keep)
     try:
@@ -193,49 +229,69 @@ def become(cfg: dict, argv: list[str] | None, flt) -> None:
         raise RuripyError(f"cannot use working directory {workdir}: {e.strerror}.") from None
     if not cwd.startswith("/"):
         raise RuripyError(f"working directory {workdir} is outside the container.")
-    user = cfg.get("user") or "root"
-    env = environment(cfg, home, user.partition(":")[0])
-    cmd = command(argv)
-    if cfg.get("detach_stdio"):
-        null = os.open("/dev/null", os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(null, fd)
-        os.close(null)
-    if sock is None and not os.isatty(0):
-        # Not on a terminal: a session of its own, so TIOCSTI cannot reach the caller's
-        # terminal (runtime.md 6.1).
-        try:
-            os.setsid()
-        except OSError:
-            pass
-    os.closerange(3, 1 << 16)
-    if cfg.get("no_new_privs", True):
-        syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
-    syscalls.reset_signals()
-    if flt is not None:
-        flt.load()
-    try:
-        execvpe(cmd, env)
-    except FileNotFoundError:
+    name = (cfg.get("user") or "root").partition(":")[0]
+    return command(argv), environment(cfg, home, name)
+
+
+def not_run(cmd: list[str], e: OSError) -> int:
+    """Say why `cmd` could not be started; the status a shell gives for it."""
+    if isinstance(e, (FileNotFoundError, NotADirectoryError)):
         say(f"{cmd[0]}: command not found in the container.")
-        os._exit(127)
-    except NotADirectoryError:
-        say(f"{cmd[0]}: command not found in the container.")
-        os._exit(127)
-    except OSError as e:
-        say(f"{cmd[0]}: cannot run it: {e.strerror}.")
-        os._exit(126)
+        return 127
+    say(f"{cmd[0]}: cannot run it: {e.strerror}.")
+    return 126
 
 
 def execvpe(cmd: list[str], env: dict) -> None:
     """os.execvpe, searching the container's PATH from `env`, without the imports
     os.execvpe makes on first use (nothing may be imported inside the rootfs)."""
+    _search(cmd, env, lambda path: os.execve(path, cmd, env))
+
+
+def spawn(cmd: list[str], env: dict, setsid: bool, tty: str | None) -> int:
+    """Start `cmd` from this process, which has taken the container's user, capabilities
+    and seccomp filter already (an exec's P), with syscalls.posix_spawn: no copy of a
+    Python process is made. The child gets default signals and an empty mask, a session
+    of its own when `setsid`, and the terminal `tty` (a path in the container's /dev/pts)
+    as its controlling terminal and stdio. Returns its pid.
+
+    A seccomp profile that answers clone3 with EPERM (glibc then does not fall back to
+    clone) makes posix_spawn fail; a fork does the same steps then.
+    """
+
+    def start(path: str) -> int:
+        return syscalls.posix_spawn(path, cmd, env, setsid, tty)
+
+    try:
+        return _search(cmd, env, start)
+    except PermissionError:
+        pass
+    pid = os.fork()
+    if pid == 0:
+        try:
+            if setsid:
+                os.setsid()
+            if tty is not None:
+                fd = os.open(tty, os.O_RDWR)
+                for n in (0, 1, 2):
+                    os.dup2(fd, n)
+                os.close(fd)
+            syscalls.reset_signals()
+            execvpe(cmd, env)
+        except OSError as e:
+            os._exit(not_run(cmd, e))
+    return pid
+
+
+def _search(cmd: list[str], env: dict, start):
+    """start(path) for the first of the container's PATH folders (from `env`) that holds
+    cmd[0], as execvp searches; the path as it is when it has a slash."""
     if "/" in cmd[0]:
-        os.execve(cmd[0], cmd, env)
+        return start(cmd[0])
     first_error = last_error = None
     for folder in (env.get("PATH") or DEFAULT_PATH).split(":"):
         try:
-            os.execve(os.path.join(folder or ".", cmd[0]), cmd, env)
+            return start(os.path.join(folder or ".", cmd[0]))
         except (FileNotFoundError, NotADirectoryError) as e:
             last_error = e
         except OSError as e:
@@ -255,8 +311,7 @@ def child_main(fn, *args, err_fd: int = -1) -> None:
     except RuripyError as e:
         msg = str(e)
     except OSError as e:
-        where = f" ({e.filename})" if e.filename else ""
-        msg = f"{e.strerror or e}{where}."
+        msg = oserror_text(e)
     except BaseException as e:
         if os.environ.get("RURIPY_DEBUG") == "1" and sys.meta_path is not None:
             import traceback  # only when debugging, and only on the host side
@@ -271,6 +326,11 @@ def child_main(fn, *args, err_fd: int = -1) -> None:
     except OSError:
         pass
     os._exit(125)
+
+
+def oserror_text(e: OSError) -> str:
+    where = f" ({e.filename})" if e.filename else ""
+    return f"{e.strerror or e}{where}."
 
 
 def tty_socket(cfg: dict):

@@ -21,18 +21,20 @@ TIOCSPTLCK = 0x40045431
 TIOCGPTN = 0x80045430
 
 
-def open_pty(owner_uid: int, tty_gid: int | None) -> tuple[int, int]:
-    """(master, slave) from the container's /dev/ptmx; the slave belongs to `owner_uid`."""
+def open_pty(owner_uid: int, tty_gid: int | None) -> tuple[int, int, str]:
+    """(master, slave, slave's path) from the container's /dev/ptmx; the slave belongs to
+    `owner_uid`."""
     master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
     fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
     n = struct.unpack("I", fcntl.ioctl(master, TIOCGPTN, b"\0\0\0\0"))[0]
-    slave = os.open(f"/dev/pts/{n}", os.O_RDWR | os.O_NOCTTY)
+    path = f"/dev/pts/{n}"
+    slave = os.open(path, os.O_RDWR | os.O_NOCTTY)
     try:
         os.fchown(slave, owner_uid, -1 if tty_gid is None else tty_gid)
     except OSError:  # the tty group is not mapped (single-id map)
         os.fchown(slave, owner_uid, -1)
     os.fchmod(slave, 0o620)
-    return master, slave
+    return master, slave, path
 
 
 def send_master(sock_fd: int, master: int) -> None:

@@ -14,6 +14,7 @@ import pty
 import re
 import select
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -214,9 +215,16 @@ def test_P0_E6_working_directory_stays_inside(both, workdir, how):
     r = target.runner(how, target.name, "--workdir", "../../..", "--", "pwd")
     assert r.returncode == 125
     assert "is not an absolute path" in r.stderr
-    # Folders that exist inside resolve inside, whatever the way to them.
+    # Folders that exist inside resolve inside, whatever the way to them. An exec takes
+    # the working folder in the joining process, which has no pid in the container's pid
+    # namespace: /proc/self names nothing there, and such a path is refused.
     for wd in ("/proc/self/cwd", "/proc/self/root", "/../../..", "/tmp/../.."):
         r = target.runner(how, target.name, "--workdir", wd, "--", "pwd", "-P")
+        if how == "exec" and wd.startswith("/proc/self/"):
+            assert (r.returncode, r.stdout) == (125, ""), (wd, r.stdout)
+            why = "No such file or directory"
+            assert r.stderr == f"ruripy: cannot use working directory {wd}: {why}.\n"
+            continue
         assert (r.returncode, r.stdout) == (0, "/\n"), (wd, r.stderr)
     rel = "../" * 10 + sentinel.lstrip("/")
     got = target.probe(f"open:{rel}:r", opts=("--workdir", "/tmp"), command=how)
@@ -241,21 +249,42 @@ def test_P0_E7_non_dumpable_until_exec(both, how):
         stderr=subprocess.PIPE,
         text=True,
     )
+    m = None
     try:
         line = p.stderr.readline()
         m = re.fullmatch(r"ruripy-test-pause pid=(\d+) dumpable=(\d+)\n", line)
         assert m, line
         pid, dumpable = m.groups()
         assert dumpable == "0"
-        target.state()  # a run writes it once its init is up (maybe after this line)
-        # Another process of the container (root, the default capabilities) cannot reach
-        # into the paused ruripy process, then lets it go on.
-        got = target.probe(f"procopen:{pid}", f"kill:{pid}:18", command="exec")
-        assert got == {
-            f"procopen:{pid}": "exe=EACCES,mem=EACCES,fd/0=EACCES",
-            f"kill:{pid}:18": "ok",
-        }
+        state = target.state()  # a run writes it once its init is up (maybe after this line)
+        if how == "exec":
+            # The joining process is inside the container's other namespaces but has no
+            # pid in its pid namespace: no process of the container can even name it.
+            ns = {n: os.stat(f"/proc/{pid}/ns/{n}").st_ino for n in ("mnt", "pid")}
+            assert ns["mnt"] == state["ns"]["mnt"]
+            assert ns["pid"] != state["ns"]["pid"]
+            got = target.probe(f"procopen:{pid}", f"kill:{pid}:18", command="exec")
+            assert got == {
+                f"procopen:{pid}": "exe=ENOENT,mem=ENOENT,fd/0=ENOENT",
+                f"kill:{pid}:18": "ESRCH",
+            }
+        else:
+            # Another process of the container (root, the default capabilities) cannot
+            # reach into the paused ruripy process, then lets it go on.
+            got = target.probe(f"procopen:{pid}", f"kill:{pid}:18", command="exec")
+            assert got == {
+                f"procopen:{pid}": "exe=EACCES,mem=EACCES,fd/0=EACCES",
+                f"kill:{pid}:18": "ok",
+            }
     finally:
+        if how == "exec" and m:
+            # Out of the container's reach: from here, the joining process, then runuser
+            # above it (which stops itself with its child).
+            for who in (int(m.group(1)), p.pid):
+                try:
+                    os.kill(who, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
         out, err = p.communicate(timeout=30)
     assert p.returncode == 0, err
 
@@ -553,3 +582,19 @@ def test_P1_T1_tiocsti_cannot_reach_the_callers_terminal(sbox):
     status_, pending = _pty_session(argv)
     assert os.waitstatus_to_exitcode(status_) == 0
     assert b"INJECTED" not in pending
+
+
+def test_P1_T1_tiocsti_from_exec_tty_cannot_reach_the_callers_terminal(sbox, make_box):
+    """The same through exec --tty, into a container started with seccomp off; without
+    --tty the injection gets through (the control)."""
+    box = make_box(sbox.runner, "tbox")
+    assert box.runner("config", "tbox", "--set", "seccomp=off").returncode == 0
+    box.start()
+    try:
+        for opts, injected in ((("--tty",), False), ((), True)):
+            argv = box.runner.argv("exec", "tbox", *opts, "--", "/bin/sec_probe", "tiocsti:X")
+            status_, pending = _pty_session(argv)
+            assert os.waitstatus_to_exitcode(status_) == 0
+            assert (b"X" in pending) == injected, opts
+    finally:
+        box.stop()
