@@ -34,7 +34,7 @@ _NR_SECCOMP = {
     "s390x": 348,
 }.get(os.uname().machine)
 _SECCOMP_SET_MODE_FILTER = 1
-_FORMAT = 1  # bump when the key or the stored value changes
+_FORMAT = 2  # bump when the key or the stored value changes
 _ENTRIES = 16  # a full cache starts over
 _LIMIT = 4 << 20
 _BUILTIN = ("default", "off")

@@ -118,7 +118,6 @@ POSIX_SPAWN_SETSID = 0x80
 # command would inherit.
 _ALL_SIGNALS = (((1 << 64) - 1) & ~(1 << 8) & ~(1 << 18)).to_bytes(8, "little").ljust(128, b"\0")
 _NO_SIGNALS = bytes(128)
-libc.posix_spawnattr_setflags.argtypes = (ffi.c_char_p, ffi.c_short)
 
 
 def posix_spawn(path: str, argv: list[str], env: dict, setsid: bool, tty: str | None) -> int:
@@ -136,7 +135,8 @@ def posix_spawn(path: str, argv: list[str], env: dict, setsid: bool, tty: str | 
         libc.posix_spawnattr_setsigdefault(attr, _ALL_SIGNALS)
         libc.posix_spawnattr_setsigmask(attr, _NO_SIGNALS)
         flags = POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK
-        libc.posix_spawnattr_setflags(attr, flags | (POSIX_SPAWN_SETSID if setsid else 0))
+        flags |= POSIX_SPAWN_SETSID if setsid else 0
+        libc.posix_spawnattr_setflags(attr, ffi.c_short(flags))
         if tty is not None:
             libc.posix_spawn_file_actions_addopen(actions, 0, _b(tty), os.O_RDWR, 0)
             libc.posix_spawn_file_actions_adddup2(actions, 0, 1)
