@@ -49,5 +49,8 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/pip" install -q --upgrade pip >/dev/null
 "$venv/bin/pip" install -q "$here[test]"
+# Nothing here needs setuptools at run time, and its distutils-precedence.pth hook would
+# cost every ruripy start 0.5-0.8 ms (bench/); venvs made by pipx have none either.
+"$venv/bin/pip" uninstall -q -y setuptools >/dev/null 2>&1 || true
 chmod -R a+rX "$venv"
 echo "ready: $venv/bin/ruripy, test user $user"

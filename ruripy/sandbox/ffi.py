@@ -12,7 +12,6 @@ import _ctypes
 
 Structure = _ctypes.Structure
 byref = _ctypes.byref
-addressof = _ctypes.addressof
 sizeof = _ctypes.sizeof
 get_errno = _ctypes.get_errno
 
@@ -23,10 +22,6 @@ class c_char(_ctypes._SimpleCData):
 
 class c_short(_ctypes._SimpleCData):
     _type_ = "h"
-
-
-class c_ushort(_ctypes._SimpleCData):
-    _type_ = "H"
 
 
 class c_int(_ctypes._SimpleCData):

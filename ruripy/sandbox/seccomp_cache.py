@@ -11,6 +11,7 @@ time. Standard library only.
 
 import marshal
 import os
+import sys
 
 from ..errors import RuripyError
 from . import caps as _caps
@@ -43,15 +44,16 @@ _BUILTIN = ("default", "off")
 class Program:
     """A compiled BPF program, installed with seccomp(2) the way libseccomp installs it."""
 
-    __slots__ = ("_buf", "_fprog", "_ptr", "_call", "_prctl", "description")
+    __slots__ = ("bpf", "_pointer", "_fprog", "_call", "_prctl", "description")
 
     def __init__(self, bpf: bytes, description: str) -> None:
-        class SockFprog(ffi.Structure):
-            _fields_ = [("len", ffi.c_ushort), ("filter", ffi.c_void_p)]
-
-        self._buf = ffi.create_string_buffer(bpf, len(bpf))
-        self._fprog = SockFprog(len(bpf) // 8, ffi.addressof(self._buf))
-        self._ptr = ffi.byref(self._fprog)
+        self.bpf = bpf
+        self._pointer = ffi.c_char_p(bpf)  # the program's address, kept with it
+        address = ffi.c_void_p.from_buffer(self._pointer).value
+        # struct sock_fprog {unsigned short len; struct sock_filter *filter}
+        size = ffi.sizeof(ffi.c_void_p)
+        count = (len(bpf) // 8).to_bytes(2, sys.byteorder).ljust(size, b"\0")
+        self._fprog = count + address.to_bytes(size, sys.byteorder)
         self._call = syscalls.libc.syscall
         self._prctl = syscalls.prctl
         self.description = description
@@ -60,7 +62,7 @@ class Program:
         """Set no_new_privs (as libseccomp does) and install the program. The last step
         before execve: imports nothing and creates no ctypes objects."""
         self._prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
-        if self._call(_NR_SECCOMP, _SECCOMP_SET_MODE_FILTER, 0, self._ptr) != 0:
+        if self._call(_NR_SECCOMP, _SECCOMP_SET_MODE_FILTER, 0, self._fprog) != 0:
             raise RuripyError(
                 "the kernel refused the seccomp filter ("
                 + os.strerror(ffi.get_errno())

@@ -5,6 +5,7 @@ Standard library only. Every wrapper raises OSError with the call's errno on fai
 
 import _signal
 import os
+import sys
 
 from . import ffi
 
@@ -58,17 +59,6 @@ _NR = {
     "s390x": {"pivot_root": 217, "capset": 185, "capget": 184, "clone": 120},
 }.get(_MACHINE, {"pivot_root": 41, "capset": 91, "capget": 90, "clone": 220})
 
-libc.mount.argtypes = (
-    ffi.c_char_p,
-    ffi.c_char_p,
-    ffi.c_char_p,
-    ffi.c_ulong,
-    ffi.c_char_p,
-)
-libc.umount2.argtypes = (ffi.c_char_p, ffi.c_int)
-libc.unshare.argtypes = (ffi.c_int,)
-libc.setns.argtypes = (ffi.c_int, ffi.c_int)
-libc.sethostname.argtypes = (ffi.c_char_p, ffi.c_size_t)
 libc.prctl.argtypes = (ffi.c_int, ffi.c_ulong, ffi.c_ulong, ffi.c_ulong, ffi.c_ulong)
 libc.syscall.restype = ffi.c_long
 
@@ -168,7 +158,7 @@ def mount(
     source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None
 ) -> None:
     _check(
-        libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data)),
+        libc.mount(_b(source), _b(target), _b(fstype), ffi.c_ulong(flags), _b(data)),
         f"mount {fstype or ''} {source or ''}".strip(),
         target,
     )
@@ -191,36 +181,19 @@ def prctl(option: int, a2: int = 0, a3: int = 0, a4: int = 0, a5: int = 0) -> in
     return _check(libc.prctl(option, a2, a3, a4, a5), "prctl")
 
 
-class _CapHeader(ffi.Structure):
-    _fields_ = (("version", ffi.c_uint32), ("pid", ffi.c_int))
-
-
-class _CapData(ffi.Structure):
-    _fields_ = (
-        ("effective", ffi.c_uint32),
-        ("permitted", ffi.c_uint32),
-        ("inheritable", ffi.c_uint32),
-    )
-
-
 def capset(effective: int, permitted: int, inheritable: int = 0) -> None:
-    hdr = _CapHeader(0x20080522, 0)
-    data = (_CapData * 2)()
-    for i in (0, 1):
-        shift = 32 * i
-        data[i].effective = (effective >> shift) & 0xFFFFFFFF
-        data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
-        data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
-    _check(libc.syscall(_NR["capset"], ffi.byref(hdr), data), "capset")
-
-
-class _MountAttr(ffi.Structure):
-    _fields_ = (
-        ("attr_set", ffi.c_uint64),
-        ("attr_clr", ffi.c_uint64),
-        ("propagation", ffi.c_uint64),
-        ("userns_fd", ffi.c_uint64),
+    # struct __user_cap_header_struct {u32 version; int pid}, then two
+    # struct __user_cap_data_struct {u32 effective, permitted, inheritable}: the low and
+    # the high 32 capabilities (_LINUX_CAPABILITY_VERSION_3).
+    header = _u32(0x20080522) + _u32(0)
+    data = b"".join(
+        _u32(effective >> s) + _u32(permitted >> s) + _u32(inheritable >> s) for s in (0, 32)
     )
+    _check(libc.syscall(_NR["capset"], header, data), "capset")
+
+
+def _u32(n: int) -> bytes:
+    return (n & 0xFFFFFFFF).to_bytes(4, sys.byteorder)
 
 
 MOUNT_ATTR_RDONLY = 0x1
@@ -234,15 +207,12 @@ _NR_MOUNT_SETATTR = 442  # the same on every architecture
 
 def mount_setattr(fd: int, attr_set: int, recursive: bool = False) -> None:
     """Set mount attributes (read-only, nosuid, ...) on the mount `fd` refers to."""
-    attr = _MountAttr(attr_set, 0, 0, 0)
+    # struct mount_attr {u64 attr_set, attr_clr, propagation, userns_fd}
+    attr = attr_set.to_bytes(8, sys.byteorder) + bytes(24)
     flags = AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
-    _check(
-        libc.syscall(_NR_MOUNT_SETATTR, fd, b"", flags, ffi.byref(attr), ffi.sizeof(attr)),
-        "mount_setattr",
-    )
+    _check(libc.syscall(_NR_MOUNT_SETATTR, fd, b"", flags, attr, len(attr)), "mount_setattr")
 
 
-_statfs_buf = ffi.create_string_buffer(256)
 PROC_SUPER_MAGIC = 0x9FA0
 SYSFS_MAGIC = 0x62656572
 TMPFS_MAGIC = 0x01021994
@@ -250,8 +220,9 @@ TMPFS_MAGIC = 0x01021994
 
 def fstatfs_type(fd: int) -> int:
     """The filesystem magic number of the file `fd` refers to."""
-    _check(libc.fstatfs(fd, _statfs_buf), "fstatfs")
-    return ffi.c_long.from_buffer(_statfs_buf).value
+    buf = ffi.create_string_buffer(256)  # struct statfs; f_type comes first
+    _check(libc.fstatfs(fd, buf), "fstatfs")
+    return ffi.c_long.from_buffer(buf).value
 
 
 def loopback_up() -> None:

@@ -137,10 +137,10 @@ def test_P0_S1_cached_program_is_libseccomp_s_and_enforces(probe, lib, who, tmp_
     assert isinstance(first, seccomp_cache.Program)
     assert oct(os.stat(cache).st_mode & 0o777) == "0o600"
     flt = seccomp.prepare("default")
-    assert first._buf.raw == flt.export()
+    assert first.bpf == flt.export()
     flt.release()
     again = seccomp_cache.prepare("default", cache=cache)
-    assert again._buf.raw == first._buf.raw
+    assert again.bpf == first.bpf
     want = default_expectations(lib)
     got = run(probe, ["status", *want], flt=again, user=who)
     assert got["status"] == "Seccomp=2,NoNewPrivs=1"
