@@ -159,7 +159,7 @@ def run(name: str, overrides: dict, argv: list[str] | None) -> int:
     while True:
         lock = store.lock(name).__enter__()
         try:
-            store.container_info(name)  # still there (an rm may have held the lock)
+            store.require_container(name)  # still there (an rm may have held the lock)
             found = running.find(store, name, locked=True)
         except BaseException:
             lock.__exit__()
@@ -211,7 +211,7 @@ def start(name: str) -> bool:
     store = Store().ensure()
     info, prof = _load(store, name)
     with store.lock(name) as lock:
-        store.container_info(name)  # still there (an rm may have held the lock)
+        store.require_container(name)  # still there (an rm may have held the lock)
         found = running.find(store, name, locked=True)
         if found:
             os.close(found[1])
@@ -239,7 +239,7 @@ def stop(name: str, timeout: float = 10) -> bool:
     """`ruripy stop`: SIGTERM to the container, SIGKILL after `timeout`. False if not running."""
     check_name(name)
     store = Store().ensure()
-    store.container_info(name)
+    store.require_container(name)
     with store.lock(name):
         return stop_locked(store, name, timeout)
 

@@ -136,7 +136,7 @@ def exec_(name: str, overrides: dict, argv: list[str]) -> int:
     """`ruripy exec`: run `argv` in the running container `name`."""
     check_name(name)
     store = Store().ensure()
-    store.container_info(name)
+    store.require_container(name)
     found = find(store, name)
     if found and found[0].get("backend") != "proot":
         state, pidfd = found

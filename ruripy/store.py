@@ -79,16 +79,19 @@ def check_owned(st: os.stat_result, path: str) -> None:
 def ensure_dir(path: str, mode: int = 0o700) -> None:
     """Create `path` (and parents) owned by the caller; refuse a symlink or a foreign folder."""
     try:
-        os.mkdir(path, mode)
-    except FileExistsError:
-        pass
+        st = os.lstat(path)  # the common case: it is there (no failing mkdir to pay for)
     except FileNotFoundError:
-        ensure_dir(os.path.dirname(path), mode)
         try:
             os.mkdir(path, mode)
         except FileExistsError:
             pass
-    st = os.lstat(path)
+        except FileNotFoundError:
+            ensure_dir(os.path.dirname(path), mode)
+            try:
+                os.mkdir(path, mode)
+            except FileExistsError:
+                pass
+        st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode):
         raise RuripyError(f"{path} is not a folder (a symlink or a file); remove it and retry.")
     check_owned(st, path)
@@ -276,9 +279,12 @@ class Store:
             raise
         return stat.S_ISREG(st.st_mode)
 
-    def container_info(self, name: str) -> dict:
+    def require_container(self, name: str) -> None:
         if not self.container_exists(name):
             raise RuripyError(f"no such container: {name}. 'ruripy list' shows your containers.")
+
+    def container_info(self, name: str) -> dict:
+        self.require_container(name)
         return read_record(os.path.join(self.container_dir(name), "container.rec"))
 
     def image_names(self) -> list[tuple[str, dict]]:

@@ -29,7 +29,7 @@ import os
 import stat
 
 from ..errors import RuripyError
-from . import ffi, inroot
+from . import inroot, syscalls
 
 HOST_MOUNT = "/proc/sys/fs/binfmt_misc"
 
@@ -305,14 +305,14 @@ def private_supported() -> bool:
     return (major, minor) >= (6, 7)
 
 
-_libc = ffi.libc
-_libc.syscall.restype = ffi.c_long
+_libc = syscalls.libc
+_libc.syscall.restype = syscalls.c_long
 
 
 def _sys(nr: int, *args) -> int:
-    ret = _libc.syscall(ffi.c_long(nr), *args)
+    ret = _libc.syscall(syscalls.c_long(nr), *args)
     if ret < 0:
-        e = ffi.get_errno()
+        e = syscalls.get_errno()
         raise OSError(e, os.strerror(e))
     return ret
 
@@ -322,12 +322,14 @@ def register_private(line: str, arch: str = "") -> int:
     this user namespace with `line` registered. Returns the detached mount's fd: keep it
     open while the container lives; the entries go away with the last reference."""
     try:
-        fs = _sys(_SYS_FSOPEN, ffi.c_char_p(b"binfmt_misc"), ffi.c_uint(1))
+        fs = _sys(_SYS_FSOPEN, syscalls.c_char_p(b"binfmt_misc"), syscalls.c_uint(1))
     except OSError as e:
         raise RuripyError(_private_failed(arch, e.strerror)) from None
     try:
-        _sys(_SYS_FSCONFIG, ffi.c_int(fs), ffi.c_uint(_FSCONFIG_CMD_CREATE), None, None, 0)
-        mnt = _sys(_SYS_FSMOUNT, ffi.c_int(fs), ffi.c_uint(1), ffi.c_uint(0))
+        _sys(
+            _SYS_FSCONFIG, syscalls.c_int(fs), syscalls.c_uint(_FSCONFIG_CMD_CREATE), None, None, 0
+        )
+        mnt = _sys(_SYS_FSMOUNT, syscalls.c_int(fs), syscalls.c_uint(1), syscalls.c_uint(0))
     except OSError as e:
         raise RuripyError(_private_failed(arch, e.strerror)) from None
     finally:

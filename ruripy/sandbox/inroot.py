@@ -18,7 +18,7 @@ import errno
 import os
 import stat
 
-from . import ffi
+from . import syscalls
 
 USE_OPENAT2 = True
 MAXSYMLINKS = 40
@@ -36,17 +36,17 @@ _NO_FOLLOW_CHECK = os.O_NOFOLLOW | os.O_DIRECTORY  # cases where open itself ref
 _MAX_STEPS = 4096  # components walked in one fallback resolution, symlink expansions included
 
 
-class _OpenHow(ffi.Structure):
+class _OpenHow(syscalls.Structure):
     _fields_ = [
-        ("flags", ffi.c_uint64),
-        ("mode", ffi.c_uint64),
-        ("resolve", ffi.c_uint64),
+        ("flags", syscalls.c_uint64),
+        ("mode", syscalls.c_uint64),
+        ("resolve", syscalls.c_uint64),
     ]
 
 
-_libc = ffi.libc
+_libc = syscalls.libc
 _syscall = _libc.syscall
-_syscall.restype = ffi.c_long
+_syscall.restype = syscalls.c_long
 _have_openat2: bool | None = None  # None: not probed yet
 
 
@@ -79,15 +79,15 @@ def resolve(rootfd: int, path: str, flags: int = os.O_PATH, mode: int = 0o644) -
         cpath = os.fsencode(rel or ".")
         for _ in range(64):
             fd = _syscall(
-                ffi.c_long(_SYS_OPENAT2),
-                ffi.c_int(rootfd),
-                ffi.c_char_p(cpath),
-                ffi.byref(how),
-                ffi.c_size_t(ffi.sizeof(how)),
+                syscalls.c_long(_SYS_OPENAT2),
+                syscalls.c_int(rootfd),
+                syscalls.c_char_p(cpath),
+                syscalls.byref(how),
+                syscalls.c_size_t(syscalls.sizeof(how)),
             )
             if fd >= 0:
                 return fd
-            err = ffi.get_errno()
+            err = syscalls.get_errno()
             if err in (errno.EINTR, errno.EAGAIN):
                 continue  # EAGAIN: a rename raced with a ".." step; the kernel asks to retry
             if err == errno.ENOSYS or (err == errno.EPERM and not _probe_openat2()):
@@ -152,11 +152,11 @@ def _probe_openat2() -> bool:
     """Whether openat2 works at all (ENOSYS: old kernel; EPERM: a seccomp filter)."""
     how = _OpenHow(os.O_PATH | os.O_CLOEXEC, 0, 0)
     fd = _syscall(
-        ffi.c_long(_SYS_OPENAT2),
-        ffi.c_int(_AT_FDCWD),
-        ffi.c_char_p(b"/"),
-        ffi.byref(how),
-        ffi.c_size_t(ffi.sizeof(how)),
+        syscalls.c_long(_SYS_OPENAT2),
+        syscalls.c_int(_AT_FDCWD),
+        syscalls.c_char_p(b"/"),
+        syscalls.byref(how),
+        syscalls.c_size_t(syscalls.sizeof(how)),
     )
     if fd >= 0:
         os.close(fd)

@@ -15,7 +15,7 @@ import sys
 
 from ..errors import RuripyError
 from . import caps as _caps
-from . import ffi, syscalls
+from . import syscalls
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -48,10 +48,10 @@ class Program:
 
     def __init__(self, bpf: bytes, description: str) -> None:
         self.bpf = bpf
-        self._pointer = ffi.c_char_p(bpf)  # the program's address, kept with it
-        address = ffi.c_void_p.from_buffer(self._pointer).value
+        self._pointer = syscalls.c_char_p(bpf)  # the program's address, kept with it
+        address = syscalls.c_void_p.from_buffer(self._pointer).value
         # struct sock_fprog {unsigned short len; struct sock_filter *filter}
-        size = ffi.sizeof(ffi.c_void_p)
+        size = syscalls.sizeof(syscalls.c_void_p)
         count = (len(bpf) // 8).to_bytes(2, sys.byteorder).ljust(size, b"\0")
         self._fprog = count + address.to_bytes(size, sys.byteorder)
         self._call = syscalls.libc.syscall
@@ -65,7 +65,7 @@ class Program:
         if self._call(_NR_SECCOMP, _SECCOMP_SET_MODE_FILTER, 0, self._fprog) != 0:
             raise RuripyError(
                 "the kernel refused the seccomp filter ("
-                + os.strerror(ffi.get_errno())
+                + os.strerror(syscalls.get_errno())
                 + "); run with --seccomp off if this kernel lacks seccomp support."
             )
 

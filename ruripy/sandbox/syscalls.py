@@ -1,15 +1,102 @@
-"""The system calls Python 3.11 lacks, through ctypes on the libc already mapped.
+"""The system calls Python 3.11 lacks, through the libc already mapped.
 
 Standard library only. Every wrapper raises OSError with the call's errno on failure.
+
+The C types and function pointers are made from `_ctypes` directly: importing the `ctypes`
+package costs about 2.5 ms (it builds some forty C types and imports struct, types and
+ctypes._endian), an eighth of what `ruripy exec` spends in Python. What is here is what
+`ctypes` itself is made of: the same C types, the same function pointers into the libc
+already mapped, errno kept per call; only the names the sandbox uses exist. Anything else
+(libseccomp for compiling a filter, doctor) uses ctypes.
 """
 
+import _ctypes
 import _signal
 import os
 import sys
 
-from . import ffi
+# -- C types and the C library (what ctypes is made of) -----------------------------------
 
-libc = ffi.libc
+Structure = _ctypes.Structure
+byref = _ctypes.byref
+sizeof = _ctypes.sizeof
+get_errno = _ctypes.get_errno
+
+
+class c_char(_ctypes._SimpleCData):
+    _type_ = "c"
+
+
+class c_short(_ctypes._SimpleCData):
+    _type_ = "h"
+
+
+class c_int(_ctypes._SimpleCData):
+    _type_ = "i"
+
+
+class c_uint(_ctypes._SimpleCData):
+    _type_ = "I"
+
+
+class c_long(_ctypes._SimpleCData):
+    _type_ = "l"
+
+
+class c_ulong(_ctypes._SimpleCData):
+    _type_ = "L"
+
+
+class c_uint64(_ctypes._SimpleCData):
+    _type_ = "Q"
+
+
+class c_char_p(_ctypes._SimpleCData):
+    _type_ = "z"
+
+
+class c_void_p(_ctypes._SimpleCData):
+    _type_ = "P"
+
+
+c_uint32 = c_uint
+c_size_t = c_ulong  # Linux: size_t is as wide as unsigned long on every ABI
+
+
+class _Function(_ctypes.CFuncPtr):
+    """A C function returning int, with errno saved for get_errno()."""
+
+    _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+    _restype_ = c_int
+
+
+class _Library:
+    """The C library already in the process (dlopen(NULL)); functions by attribute."""
+
+    def __init__(self) -> None:
+        self._handle = _ctypes.dlopen(None, 0)
+
+    def __getattr__(self, name: str) -> _Function:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        func = _Function((name, self))
+        setattr(self, name, func)
+        return func
+
+
+libc = _Library()
+
+
+def create_string_buffer(init: bytes | int, size: int | None = None):
+    """A writable char array: `init` bytes (its exact length unless `size`), or zeroed."""
+    if isinstance(init, int):
+        return (c_char * init)()
+    buf = (c_char * (len(init) if size is None else size))()
+    buf.raw = init.ljust(len(buf), b"\0")
+    return buf
+
+
+# -- system calls ---------------------------------------------------------------------------
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
@@ -59,13 +146,13 @@ _NR = {
     "s390x": {"pivot_root": 217, "capset": 185, "capget": 184, "clone": 120},
 }.get(_MACHINE, {"pivot_root": 41, "capset": 91, "capget": 90, "clone": 220})
 
-libc.prctl.argtypes = (ffi.c_int, ffi.c_ulong, ffi.c_ulong, ffi.c_ulong, ffi.c_ulong)
-libc.syscall.restype = ffi.c_long
+libc.prctl.argtypes = (c_int, c_ulong, c_ulong, c_ulong, c_ulong)
+libc.syscall.restype = c_long
 
 
 def _check(ret: int, what: str = "", path: str | None = None) -> int:
     if ret < 0:
-        e = ffi.get_errno()
+        e = get_errno()
         if path is not None:
             raise OSError(e, f"{what}: {os.strerror(e)}", path)
         raise OSError(e, f"{what}: {os.strerror(e)}")
@@ -92,11 +179,11 @@ def clone(flags: int) -> int:
     interpreter lock for the call and takes it back in either process, nothing is being
     imported, and no at-fork hook is registered on the paths that start containers.
     """
-    args = (ffi.c_ulong(flags | 17), ffi.c_ulong(0))  # SIGCHLD to the parent at exit
+    args = (c_ulong(flags | 17), c_ulong(0))  # SIGCHLD to the parent at exit
     if _MACHINE == "s390x":  # clone(stack, flags, ...) there
         args = args[::-1]
-    zero = ffi.c_ulong(0)
-    return _check(libc.syscall(ffi.c_long(_NR["clone"]), *args, zero, zero, zero), "clone")
+    zero = c_ulong(0)
+    return _check(libc.syscall(c_long(_NR["clone"]), *args, zero, zero, zero), "clone")
 
 
 POSIX_SPAWN_SETSIGDEF = 0x04
@@ -117,8 +204,8 @@ def posix_spawn(path: str, argv: list[str], env: dict, setsid: bool, tty: str | 
     `setsid`, and with `tty` opened as its stdin, stdout, stderr and (after the setsid)
     controlling terminal. Returns its pid; OSError with the exec's errno when it failed.
     """
-    attr = ffi.create_string_buffer(512)  # posix_spawnattr_t: 336 bytes with glibc
-    actions = ffi.create_string_buffer(512)  # posix_spawn_file_actions_t: 80
+    attr = create_string_buffer(512)  # posix_spawnattr_t: 336 bytes with glibc
+    actions = create_string_buffer(512)  # posix_spawn_file_actions_t: 80
     libc.posix_spawnattr_init(attr)
     libc.posix_spawn_file_actions_init(actions)
     try:
@@ -126,21 +213,21 @@ def posix_spawn(path: str, argv: list[str], env: dict, setsid: bool, tty: str | 
         libc.posix_spawnattr_setsigmask(attr, _NO_SIGNALS)
         flags = POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK
         flags |= POSIX_SPAWN_SETSID if setsid else 0
-        libc.posix_spawnattr_setflags(attr, ffi.c_short(flags))
+        libc.posix_spawnattr_setflags(attr, c_short(flags))
         if tty is not None:
             libc.posix_spawn_file_actions_addopen(actions, 0, _b(tty), os.O_RDWR, 0)
             libc.posix_spawn_file_actions_adddup2(actions, 0, 1)
             libc.posix_spawn_file_actions_adddup2(actions, 0, 2)
         args = [os.fsencode(a) for a in argv]
         envp = [os.fsencode(k) + b"=" + os.fsencode(v) for k, v in env.items()]
-        pid = ffi.c_int()
+        pid = c_int()
         err = libc.posix_spawn(
-            ffi.byref(pid),
+            byref(pid),
             _b(path),
             actions,
             attr,
-            (ffi.c_char_p * (len(args) + 1))(*args),
-            (ffi.c_char_p * (len(envp) + 1))(*envp),
+            (c_char_p * (len(args) + 1))(*args),
+            (c_char_p * (len(envp) + 1))(*envp),
         )
     finally:
         libc.posix_spawn_file_actions_destroy(actions)
@@ -158,7 +245,7 @@ def mount(
     source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None
 ) -> None:
     _check(
-        libc.mount(_b(source), _b(target), _b(fstype), ffi.c_ulong(flags), _b(data)),
+        libc.mount(_b(source), _b(target), _b(fstype), c_ulong(flags), _b(data)),
         f"mount {fstype or ''} {source or ''}".strip(),
         target,
     )
@@ -220,19 +307,19 @@ TMPFS_MAGIC = 0x01021994
 
 def fstatfs_type(fd: int) -> int:
     """The filesystem magic number of the file `fd` refers to."""
-    buf = ffi.create_string_buffer(256)  # struct statfs; f_type comes first
+    buf = create_string_buffer(256)  # struct statfs; f_type comes first
     _check(libc.fstatfs(fd, buf), "fstatfs")
-    return ffi.c_long.from_buffer(buf).value
+    return c_long.from_buffer(buf).value
 
 
 def loopback_up() -> None:
     """Bring `lo` up in a new network namespace (two ioctls; no socket module import)."""
     fd = _check(libc.socket(2, 2, 0), "socket")  # AF_INET, SOCK_DGRAM
     try:
-        ifr = ffi.create_string_buffer(40)
+        ifr = create_string_buffer(40)
         ifr.raw = b"lo".ljust(40, b"\0")
         _check(libc.ioctl(fd, 0x8913, ifr), "SIOCGIFFLAGS lo")
-        flags = ffi.c_short.from_buffer(ifr, 16)
+        flags = c_short.from_buffer(ifr, 16)
         flags.value |= 0x1 | 0x40  # IFF_UP | IFF_RUNNING
         _check(libc.ioctl(fd, 0x8914, ifr), "SIOCSIFFLAGS lo")
     finally:
