@@ -98,6 +98,8 @@ def _start(cfg: dict, argv: list[str], flt, terminal) -> tuple[int, int | None]:
         try:
             child = process.spawn(cmd, env, tty is not None or not os.isatty(0), tty)
         except OSError as e:
+            if e.errno == 12:  # ENOMEM: the pid namespace lost its init after the setns
+                raise RuripyError(f"the container is not running ({e.strerror}).") from None
             return -process.not_run(cmd, e), None
     finally:
         if slave is not None:
