@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 
 import pytest
 
@@ -242,3 +243,24 @@ def test_exec_tty_gives_a_new_controlling_terminal(started):
     assert lines[0].startswith("/dev/pts/"), lines
     fields = dict(x.split("=") for x in lines[1].split())
     assert fields["sid"] == fields["pid"] and fields["tty_nr"] != "0", lines
+
+
+def test_a_fifo_for_etc_passwd_hangs_neither_run_nor_exec(obox):
+    """The container's /etc/passwd and /etc/group are read to find the user: a FIFO in
+    their place (no writer, or a writer that never writes) must not make ruripy wait."""
+    r = obox
+    ok(r("run", "box", "sh", "-c", "rm /etc/passwd /etc/group && mkfifo /etc/passwd /etc/group"))
+    assert ok(r("run", "box", "echo", "ok", timeout=30)).stdout == "ok\n"
+    ok(r("start", "box"))
+    try:
+        assert ok(r("exec", "box", "echo", "ok", timeout=30)).stdout == "ok\n"
+        # A writer holds it open and never writes: reading it would block.
+        holder = r.popen("exec", "box", "sh", "-c", "exec 3>/etc/passwd; sleep 30")
+        try:
+            time.sleep(0.5)
+            assert ok(r("exec", "box", "echo", "ok", timeout=30)).stdout == "ok\n"
+        finally:
+            holder.kill()
+            holder.wait()
+    finally:
+        ok(r("stop", "box"))

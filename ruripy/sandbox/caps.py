@@ -72,8 +72,7 @@ DEFAULT = [
 
 def last_cap() -> int:
     try:
-        with open("/proc/sys/kernel/cap_last_cap", "rb") as f:
-            return int(f.read())
+        return int(syscalls.read_file("/proc/sys/kernel/cap_last_cap"))
     except (OSError, ValueError):
         return len(NAMES) - 1
 

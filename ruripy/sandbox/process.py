@@ -56,8 +56,7 @@ def read_all(fd: int) -> bytes:
 
 def starttime(pid: int) -> int | None:
     """Start time of `pid` (clock ticks since boot); None once it has exited (a zombie)."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        data = f.read()
+    data = syscalls.read_file(f"/proc/{pid}/stat")
     fields = data[data.rindex(b")") + 2 :].split()
     if fields[0] in (b"Z", b"X"):
         return None
@@ -65,8 +64,7 @@ def starttime(pid: int) -> int | None:
 
 
 def boot_id() -> str:
-    with open("/proc/sys/kernel/random/boot_id") as f:
-        return f.read().strip()
+    return syscalls.read_file("/proc/sys/kernel/random/boot_id").decode().strip()
 
 
 def own_namespaces(nsdir: int | None = None) -> dict:
@@ -115,8 +113,7 @@ def block_signals() -> None:
 
 def _read_db(path: str) -> list[list[str]]:
     try:
-        with open(path, "rb") as f:
-            return users.parse_db(f.read(1 << 20))
+        return users.parse_db(syscalls.read_file(path))
     except OSError:
         return []
 

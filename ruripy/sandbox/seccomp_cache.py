@@ -151,7 +151,7 @@ def _read(path: str) -> dict:
         st = os.fstat(fd)
         if st.st_uid != os.geteuid() or st.st_mode & 0o022 or st.st_size > _LIMIT:
             return {}
-        data = marshal.loads(os.read(fd, _LIMIT + 1))
+        data = marshal.loads(os.read(fd, st.st_size + 1))
     except (OSError, EOFError, ValueError, TypeError):
         return {}
     finally:

@@ -14,8 +14,9 @@ def parse_db(data: bytes) -> list[list[str]]:
 def lookup(
     spec: str | None, passwd: list[list[str]], group: list[list[str]]
 ) -> tuple[int, int, list[int], str, str]:
-    """(uid, gid, groups, home, name) for USER[:GROUP], names or numbers."""
-    user, _, grp = (spec or "root").partition(":")
+    """(uid, gid, groups, home, name) for USER[:GROUP], names or numbers. Without one, uid
+    0: root, as /etc/passwd names it, or plain 0 in a rootfs without one (as podman)."""
+    user, _, grp = (spec or "0").partition(":")
     uid = gid = None
     home, name, known = "/", user, False
     for e in passwd:
