@@ -18,7 +18,6 @@ Standard library only: the run/exec fast path imports it.
 """
 
 import errno
-import fcntl
 import marshal
 import os
 import stat
@@ -188,6 +187,8 @@ class Lock:
         flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         self.fd = os.open(self.path, flags, 0o600)
         try:
+            import fcntl  # here: exec takes no lock
+
             fcntl.flock(self.fd, fcntl.LOCK_EX | (0 if self.wait else fcntl.LOCK_NB))
         except BlockingIOError:
             os.close(self.fd)

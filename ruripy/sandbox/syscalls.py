@@ -239,16 +239,18 @@ def posix_spawn(path: str, argv: list[str], env: dict, setsid: bool, tty: str | 
             libc.posix_spawn_file_actions_addopen(actions, 0, _b(tty), os.O_RDWR, 0)
             libc.posix_spawn_file_actions_adddup2(actions, 0, 1)
             libc.posix_spawn_file_actions_adddup2(actions, 0, 2)
+        # argv and envp in one array (one C type made, not two), each ending in NULL
         args = [os.fsencode(a) for a in argv]
         envp = [os.fsencode(k) + b"=" + os.fsencode(v) for k, v in env.items()]
+        both = (c_char_p * (len(args) + len(envp) + 2))(*args, None, *envp)
         pid = c_int()
         err = libc.posix_spawn(
             byref(pid),
             _b(path),
             actions,
             attr,
-            (c_char_p * (len(args) + 1))(*args),
-            (c_char_p * (len(envp) + 1))(*envp),
+            both,
+            byref(both, (len(args) + 1) * sizeof(c_char_p)),
         )
     finally:
         libc.posix_spawn_file_actions_destroy(actions)
