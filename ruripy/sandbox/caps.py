@@ -70,13 +70,6 @@ DEFAULT = [
 ]
 
 
-def last_cap() -> int:
-    try:
-        return int(syscalls.read_file("/proc/sys/kernel/cap_last_cap"))
-    except (OSError, ValueError):
-        return len(NAMES) - 1
-
-
 def normalise(name: str) -> str:
     n = name.strip().upper()
     if n.startswith("CAP_"):
@@ -103,29 +96,12 @@ def effective_set(privileged: bool, add=(), drop=()) -> int:
         keep = set(NAMES)
     else:
         keep |= set(adds)
-    top = last_cap()
+    top = syscalls.last_cap()
     mask = 0
     for n in keep:
         if NUMBER[n] <= top:
             mask |= 1 << NUMBER[n]
     return mask
-
-
-def drop_bounding(keep: int) -> None:
-    """Shrink the bounding set to `keep` and clear the ambient set (needs CAP_SETPCAP)."""
-    for i in range(last_cap() + 1):
-        if not keep & (1 << i):
-            try:
-                syscalls.prctl(syscalls.PR_CAPBSET_DROP, i)
-            except OSError as e:
-                if e.errno != 22:  # EINVAL: capability unknown to this kernel
-                    raise
-    syscalls.prctl(syscalls.PR_CAP_AMBIENT, syscalls.PR_CAP_AMBIENT_CLEAR_ALL)
-
-
-def apply(keep: int) -> None:
-    """Effective = permitted = `keep`, inheritable empty (after the uid change)."""
-    syscalls.capset(keep, keep, 0)
 
 
 def mask_names(mask: int) -> list[str]:

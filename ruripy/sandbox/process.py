@@ -13,7 +13,7 @@ import os
 import sys
 
 from ..errors import RuripyError
-from . import caps, syscalls, users
+from . import syscalls, users
 
 # Signals P and pid 1 take over and pass on (runtime.md 6.3); job-control ones stay default.
 FORWARDED = (1, 2, 3, 10, 12, 14, 15, 28)  # HUP INT QUIT USR1 USR2 ALRM TERM WINCH
@@ -199,7 +199,7 @@ def assume(cfg: dict, user: tuple, argv: list[str] | None) -> tuple[list[str], d
     and working folder; return the command and its environment."""
     uid, gid, groups, home = user
     keep = cfg["cap_keep"]
-    caps.drop_bounding(keep)
+    syscalls.drop_bounding(keep)
     try:
         os.setgroups(groups)
     except PermissionError:
@@ -213,9 +213,9 @@ def assume(cfg: dict, user: tuple, argv: list[str] | None) -> tuple[list[str], d
             "without an /etc/subuid range); run as root inside or add a range."
         ) from None
     if uid == 0:
-        caps.apply(keep)
+        syscalls.capset(keep, keep, 0)
     else:
-        caps.apply(0)
+        syscalls.capset(0, 0, 0)
     workdir = cfg.get("workdir")
     if not workdir:
         workdir = home if os.path.isdir(home) else "/"

@@ -14,7 +14,6 @@ import os
 import sys
 
 from ..errors import RuripyError
-from . import caps as _caps
 from . import syscalls
 
 TYPE_CHECKING = False
@@ -127,6 +126,8 @@ def _key(mode: str, deny: list[str], caps: int | None) -> tuple:
     kernel and architecture (libseccomp probes both), and the installed libraries
     (ld.so.cache changes whenever a library package such as libseccomp2 is upgraded)."""
     if caps is None:
+        from . import caps as _caps  # not on the run/exec path: a plan says its mask
+
         caps = 0
         for name in _caps.DEFAULT:
             caps |= 1 << _caps.NUMBER[name]

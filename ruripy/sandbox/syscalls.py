@@ -306,6 +306,27 @@ def _u32(n: int) -> bytes:
     return (n & 0xFFFFFFFF).to_bytes(4, sys.byteorder)
 
 
+def last_cap() -> int:
+    """The highest capability number this kernel knows."""
+    try:
+        return int(read_file("/proc/sys/kernel/cap_last_cap"))
+    except (OSError, ValueError):
+        return 40  # CAP_CHECKPOINT_RESTORE, the last one of Linux 5.9 to 6.x
+
+
+def drop_bounding(keep: int) -> None:
+    """Shrink the bounding set to the capabilities in the mask `keep` and clear the ambient
+    set (needs CAP_SETPCAP); capset then sets the rest."""
+    for i in range(last_cap() + 1):
+        if not keep & (1 << i):
+            try:
+                prctl(PR_CAPBSET_DROP, i)
+            except OSError as e:
+                if e.errno != 22:  # EINVAL: capability unknown to this kernel
+                    raise
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+
+
 MOUNT_ATTR_RDONLY = 0x1
 MOUNT_ATTR_NOSUID = 0x2
 MOUNT_ATTR_NODEV = 0x4
