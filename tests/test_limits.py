@@ -111,8 +111,12 @@ def test_limits_are_read_back_and_removed(rbox):
 def test_fork_bomb_stops_at_the_pids_limit(rbox):
     _limits_possible()
     # A flood of sleepers that stay, and the classic bomb; the command itself then execs
-    # (a shell whose own fork fails gives up).
-    bomb = "(while :; do sleep 1000 & done) & b() { b | b & }; b; exec sleep 1000"
+    # (a shell whose own fork fails gives up). It goes off once the test has found the
+    # container: at the limit the bomb's shells spin, and would starve `ruripy ps`.
+    bomb = (
+        "while [ ! -e /tmp/go ]; do sleep 0.05; done; "
+        "(while :; do sleep 1000 & done) & b() { b | b & }; b; exec sleep 1000"
+    )
     p = rbox.popen(
         "run", "--pids-limit", "64", "box", "sh", "-c", bomb,
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -120,6 +124,8 @@ def test_fork_bomb_stops_at_the_pids_limit(rbox):
     try:
         pid = _ps_pid(rbox, "box")
         d = _limit_dir(pid, "pids")
+        r = rbox("exec", "box", "touch", "/tmp/go")
+        assert r.returncode == 0, r.stderr
         events_file = os.path.join(d, "pids.events")
         seen = []
         end = time.monotonic() + 20
