@@ -3,7 +3,7 @@
 import pytest
 
 from ruripy.errors import RuripyError
-from ruripy.sandbox.users import lookup, parse_db
+from ruripy.sandbox.process import lookup, parse_db
 
 PASSWD = parse_db(
     b"root:x:0:0:root:/root:/bin/sh\n"

@@ -1,11 +1,12 @@
 """The container's command process, and what starting and joining a container share.
 
-C3 of a start or a join (`become`): inside the container it takes the user, drops
-capabilities, sets the working folder, closes fds, loads seccomp last and execs the command.
-Also the pieces both process trees use: running a child with its errors reported
-(`child_main`), waiting while passing signals on, the terminal relay, the identity of a
-process (start time, boot id, namespaces). Standard library only; nothing here imports
-anything once a child is inside the rootfs.
+Inside the container: the user the command runs as, from the container's /etc/passwd and
+/etc/group (`lookup`, `resolve_user`); taking it with the capabilities and the working
+folder (`assume`); then C3 of a start execs the command (`become`, seccomp last), and an
+exec's P starts it with posix_spawn (`spawn`). Also the pieces both process trees use:
+running a child with its errors reported (`child_main`), waiting while passing signals
+on, the terminal relay, the identity of a process (start time, boot id, namespaces).
+Standard library only; nothing here imports anything once a child is inside the rootfs.
 """
 
 import _signal as sig
@@ -13,7 +14,7 @@ import os
 import sys
 
 from ..errors import RuripyError
-from . import syscalls, users
+from . import syscalls
 
 # Signals P and pid 1 take over and pass on (runtime.md 6.3); job-control ones stay default.
 FORWARDED = (1, 2, 3, 10, 12, 14, 15, 28)  # HUP INT QUIT USR1 USR2 ALRM TERM WINCH
@@ -111,16 +112,67 @@ def block_signals() -> None:
     sig.pthread_sigmask(sig.SIG_BLOCK, WAITED)
 
 
+def parse_db(data: bytes) -> list[list[str]]:
+    return [line.split(":") for line in data.decode("utf-8", "replace").splitlines()]
+
+
+def lookup(
+    spec: str | None, passwd: list[list[str]], group: list[list[str]]
+) -> tuple[int, int, list[int], str, str]:
+    """(uid, gid, groups, home, name) for USER[:GROUP], names or numbers. Without one, uid
+    0: root, as /etc/passwd names it, or plain 0 in a rootfs without one (as podman)."""
+    user, _, grp = (spec or "0").partition(":")
+    uid = gid = None
+    home, name, known = "/", user, False
+    for e in passwd:
+        if len(e) >= 6 and (e[0] == user or (user.isdigit() and e[2] == user)):
+            try:
+                uid, gid = int(e[2]), int(e[3])
+            except ValueError:
+                continue
+            name, home, known = e[0], e[5] or "/", True
+            break
+    if uid is None:
+        if not user.isdigit():
+            raise RuripyError(f"no user {user!r} in the container's /etc/passwd.")
+        uid = gid = int(user)
+        home = "/root" if uid == 0 else "/"
+    if grp:
+        gid = None
+        for e in group:
+            if len(e) >= 3 and (e[0] == grp or (grp.isdigit() and e[2] == grp)):
+                try:
+                    gid = int(e[2])
+                except ValueError:
+                    continue
+                break
+        if gid is None:
+            if not grp.isdigit():
+                raise RuripyError(f"no group {grp!r} in the container's /etc/group.")
+            gid = int(grp)
+    groups = [gid]
+    if known:
+        for e in group:
+            if len(e) >= 4 and name in e[3].split(","):
+                try:
+                    g = int(e[2])
+                except ValueError:
+                    continue
+                if g not in groups:
+                    groups.append(g)
+    return uid, gid, groups, home, name
+
+
 def _read_db(path: str) -> list[list[str]]:
     try:
-        return users.parse_db(syscalls.read_file(path))
+        return parse_db(syscalls.read_file(path))
     except OSError:
         return []
 
 
 def resolve_user(spec: str | None) -> tuple[int, int, list[int], str]:
     """(uid, gid, groups, home) for USER[:GROUP] from the container's /etc/passwd and group."""
-    uid, gid, groups, home, _ = users.lookup(spec, _read_db("/etc/passwd"), _read_db("/etc/group"))
+    uid, gid, groups, home, _ = lookup(spec, _read_db("/etc/passwd"), _read_db("/etc/group"))
     return uid, gid, groups, home
 
 

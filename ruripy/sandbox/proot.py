@@ -36,7 +36,7 @@ import os
 import stat
 
 from ..errors import RuripyError
-from . import inroot, process, syscalls, users
+from . import inroot, process, syscalls
 from .process import SI_USER_CODES, SIGIO, WAITED
 
 _FEATURES = ("--link2symlink", "--kill-on-exit")
@@ -175,12 +175,12 @@ def _read_db(rootfd: int, path: str) -> list[list[str]]:
         data = os.pread(fd, 1 << 20, 0)
     finally:
         os.close(fd)
-    return users.parse_db(data)
+    return process.parse_db(data)
 
 
 def resolve_user(rootfd: int, spec: str | None) -> tuple[int, int, str, str]:
     """(uid, gid, home, name) for USER[:GROUP], read in-root from /etc/passwd and /etc/group."""
-    uid, gid, _, home, name = users.lookup(
+    uid, gid, _, home, name = process.lookup(
         spec, _read_db(rootfd, "/etc/passwd"), _read_db(rootfd, "/etc/group")
     )
     return uid, gid, home, name
