@@ -172,11 +172,9 @@ def run(name: str, overrides: dict, argv: list[str] | None) -> int:
             os.close(pidfd)
             return proot_session(store, name, overrides, argv)
         cfg = running.exec_cfg(store, state, overrides)
-        from .sandbox import join  # it runs: join it
-
         try:
-            return join.join(state, pidfd, cfg, _command(prof, argv))
-        except join.Gone:
+            return running.join(state, pidfd, cfg, _command(prof, argv))
+        except running.Gone:
             continue  # it stopped between the check and the join: nothing joined, start it
     try:
         cfg = launch_plan(store, name, info, prof)
@@ -256,9 +254,7 @@ def stop_locked(store: Store, name: str, timeout: float) -> bool:
 
             proot.stop(state, pidfd, timeout)
         else:
-            from .sandbox import join
-
-            join.stop(state, pidfd, timeout)
+            running.stop(state, pidfd, timeout)
     finally:
         os.close(pidfd)
     running.drop_state(store, name, state["pid"])
