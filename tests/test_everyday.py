@@ -2,16 +2,16 @@
 progress on stderr (a bar on a terminal, one line per step without one), and --quiet."""
 
 import os
-import pty
-import select
 import subprocess
 import sys
 import tarfile
-import time
 
 import pytest
 from conftest import REPO, busybox_rootfs
 from lxcmirror import MirrorServer, build_mirror
+
+pytest.register_assert_rewrite("boxes")
+from boxes import in_pty  # noqa: E402
 
 
 @pytest.fixture
@@ -95,26 +95,10 @@ def test_quiet_silences_progress(script, tarball, workdir):
 
 def test_a_bar_on_a_terminal(privileged, tarball):
     """On a terminal the pull shows a live bar (rich) on stderr, and ends with a summary."""
-    pid, fd = pty.fork()
-    if pid == 0:
-        env = privileged.env({"TERM": "xterm", "COLUMNS": "100"})
-        os.execvpe(sys.executable, [sys.executable, "-m", "ruripy", "pull", tarball], env)
-    out = b""
-    end = time.monotonic() + 60
-    while time.monotonic() < end:
-        r, _, _ = select.select([fd], [], [], 0.1)
-        if r:
-            try:
-                b = os.read(fd, 65536)
-            except OSError:
-                break
-            if not b:
-                break
-            out += b
-    _, status = os.waitpid(pid, 0)
-    os.close(fd)
+    argv = privileged.argv("pull", tarball, env={"TERM": "xterm", "COLUMNS": "100"})
+    code, out = in_pty(argv, b"", timeout=60)
     text = out.decode(errors="replace")
-    assert os.waitstatus_to_exitcode(status) == 0, text
+    assert code == 0, text
     assert "━" in text  # rich's bar
     assert "Pulled bb-1.0" in text
 
