@@ -210,11 +210,20 @@ def clone(flags: int) -> int:
 POSIX_SPAWN_SETSIGDEF = 0x04
 POSIX_SPAWN_SETSIGMASK = 0x08
 POSIX_SPAWN_SETSID = 0x80
+
+
 # Every signal but KILL and STOP as a sigset_t (signal n is bit n-1), the C library's own
 # two (32, 33) included: sigaddset refuses to name them, so os.posix_spawn cannot reset
 # them, and glibc's posix_spawn sets them to "ignored" in the child otherwise, which the
 # command would inherit.
-_ALL_SIGNALS = (((1 << 64) - 1) & ~(1 << 8) & ~(1 << 18)).to_bytes(8, "little").ljust(128, b"\0")
+def _sigset(mask: int) -> bytes:
+    """A sigset_t (128 bytes: unsigned longs in the machine's byte order) for signals 1-64."""
+    size = sizeof(c_ulong)
+    words = (mask >> (8 * size * i) & ((1 << (8 * size)) - 1) for i in range(8 // size))
+    return b"".join(w.to_bytes(size, sys.byteorder) for w in words).ljust(128, b"\0")
+
+
+_ALL_SIGNALS = _sigset(((1 << 64) - 1) & ~(1 << 8) & ~(1 << 18))
 _NO_SIGNALS = bytes(128)
 
 
