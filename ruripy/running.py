@@ -257,10 +257,7 @@ def _start(cfg: dict, argv: list[str], flt, terminal) -> tuple[int, int | None]:
         os.set_inheritable(slave, False)  # held until the command has opened it by path
     try:
         cmd, env = process.assume(cfg, user, argv)
-        if cfg.get("no_new_privs", True):
-            syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
-        if flt is not None:
-            flt.load()
+        process.restrict(cfg, flt)
         try:
             child = process.spawn(cmd, env, tty is not None or not os.isatty(0), tty)
         except OSError as e:

@@ -1,11 +1,13 @@
 """Helpers for the container tests: a busybox image pulled from a tarball, containers made
 from it, and small views of the store and of running containers (imported by
-test_containers.py, test_lifecycle.py and test_exec.py)."""
+test_containers.py, test_lifecycle.py, test_exec.py, test_run.py and test_everyday.py)."""
 
 import hashlib
 import json
 import os
 import pty
+import select
+import signal
 import subprocess
 import sys
 import time
@@ -153,11 +155,19 @@ def in_pty(argv: list[str], script: bytes, timeout: float = 30) -> tuple[int, by
         os.execvp(argv[0], argv)
     out = b""
     os.write(fd, script)
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:  # it hangs: end it, and say so
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            os.close(fd)
+            raise AssertionError(f"{argv} still ran after {timeout} s; it wrote {out!r}")
+        if not select.select([fd], [], [], left)[0]:
+            continue
         try:
             chunk = os.read(fd, 4096)
-        except OSError:
+        except OSError:  # EIO: every holder of the terminal has gone
             break
         if not chunk:
             break

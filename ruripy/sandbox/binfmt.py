@@ -305,8 +305,7 @@ def private_supported() -> bool:
     return (major, minor) >= (6, 7)
 
 
-_libc = syscalls.libc
-_libc.syscall.restype = syscalls.c_long
+_libc = syscalls.libc  # its syscall returns a long (syscalls sets its restype)
 
 
 def _sys(nr: int, *args) -> int:

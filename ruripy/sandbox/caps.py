@@ -102,7 +102,3 @@ def effective_set(privileged: bool, add=(), drop=()) -> int:
         if NUMBER[n] <= top:
             mask |= 1 << NUMBER[n]
     return mask
-
-
-def mask_names(mask: int) -> list[str]:
-    return [n for n in NAMES if mask & (1 << NUMBER[n])]

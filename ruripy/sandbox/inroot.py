@@ -45,8 +45,7 @@ class _OpenHow(syscalls.Structure):
 
 
 _libc = syscalls.libc
-_syscall = _libc.syscall
-_syscall.restype = syscalls.c_long
+_syscall = _libc.syscall  # returns a long (syscalls sets its restype)
 _have_openat2: bool | None = None  # None: not probed yet
 
 

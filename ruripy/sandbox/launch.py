@@ -7,7 +7,7 @@ Process tree of a start (runtime.md section 2)::
        │           for the id maps, builds the root, pivots, then reaps; forwards signals)
        └─ C3 (becomes the user, drops capabilities, seccomp last, execs the command)
 
-Joining a running container is join.py; C3 is process.become. Everything a child needs is
+Joining a running container is in running.py; C3 is process.become. Everything a child needs is
 imported and loaded before the first fork: nothing is imported once inside a rootfs.
 Standard library only.
 """

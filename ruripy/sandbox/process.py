@@ -235,11 +235,8 @@ def become(cfg: dict, argv: list[str] | None, flt) -> None:
         except OSError:
             pass
     os.closerange(3, 1 << 16)
-    if cfg.get("no_new_privs", True):
-        syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
     syscalls.reset_signals()
-    if flt is not None:
-        flt.load()
+    restrict(cfg, flt)
     try:
         execvpe(cmd, env)
     except OSError as e:
@@ -280,6 +277,15 @@ def assume(cfg: dict, user: tuple, argv: list[str] | None) -> tuple[list[str], d
         raise RuripyError(f"working directory {workdir} is outside the container.")
     name = (cfg.get("user") or "root").partition(":")[0]
     return command(argv), environment(cfg, home, name)
+
+
+def restrict(cfg: dict, flt) -> None:
+    """The last steps before the command: no_new_privs as the profile says, then the
+    seccomp filter `flt` (which sets no_new_privs itself)."""
+    if cfg.get("no_new_privs", True):
+        syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
+    if flt is not None:
+        flt.load()
 
 
 def not_run(cmd: list[str], e: OSError) -> int:

@@ -59,7 +59,6 @@ class c_void_p(_ctypes._SimpleCData):
     _type_ = "P"
 
 
-c_uint32 = c_uint
 c_size_t = c_ulong  # Linux: size_t is as wide as unsigned long on every ABI
 
 
@@ -87,13 +86,9 @@ class _Library:
 libc = _Library()
 
 
-def create_string_buffer(init: bytes | int, size: int | None = None):
-    """A writable char array: `init` bytes (its exact length unless `size`), or zeroed."""
-    if isinstance(init, int):
-        return (c_char * init)()
-    buf = (c_char * (len(init) if size is None else size))()
-    buf.raw = init.ljust(len(buf), b"\0")
-    return buf
+def create_string_buffer(size: int):
+    """A writable, zeroed char array of `size` bytes."""
+    return (c_char * size)()
 
 
 # -- system calls ---------------------------------------------------------------------------
@@ -212,10 +207,6 @@ POSIX_SPAWN_SETSIGMASK = 0x08
 POSIX_SPAWN_SETSID = 0x80
 
 
-# Every signal but KILL and STOP as a sigset_t (signal n is bit n-1), the C library's own
-# two (32, 33) included: sigaddset refuses to name them, so os.posix_spawn cannot reset
-# them, and glibc's posix_spawn sets them to "ignored" in the child otherwise, which the
-# command would inherit.
 def _sigset(mask: int) -> bytes:
     """A sigset_t (128 bytes: unsigned longs in the machine's byte order) for signals 1-64."""
     size = sizeof(c_ulong)
@@ -223,6 +214,9 @@ def _sigset(mask: int) -> bytes:
     return b"".join(w.to_bytes(size, sys.byteorder) for w in words).ljust(128, b"\0")
 
 
+# Every signal but KILL and STOP, the C library's own two (32, 33) included: sigaddset
+# refuses to name them, so os.posix_spawn cannot reset them, and glibc's posix_spawn sets
+# them to "ignored" in the child otherwise, which the command would inherit.
 _ALL_SIGNALS = _sigset(((1 << 64) - 1) & ~(1 << 8) & ~(1 << 18))
 _NO_SIGNALS = bytes(128)
 
